@@ -264,3 +264,19 @@ def build_config(family: str, *layers: tuple[str, Mapping[str, Any]]) -> RunConf
         cfg = apply_overrides(cfg, overrides, source=source)
     return cfg
 
+
+
+def parse_set_options(items: list[str] | tuple[str, ...], source: str = "--set") -> dict[str, Any]:
+    """Parse CLI ``key=value`` strings; the value is read as YAML so ``model.modalities=[l,a]`` works."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DLFError(f"{source} {item!r}: expected key=value, e.g. {source} loss.lambda_r=0")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out

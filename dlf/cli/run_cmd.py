@@ -1,6 +1,82 @@
-"""CLI commands (placeholder: filled in by the issue that owns them)."""
+"""``dlf-ablate run``, ``plan`` and ``ui``: study YAML -> tracked runs (thin wrappers over dlf.run_view)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+StudyArg = typer.Argument(..., help="Study YAML path, or a built-in study name (quickstart, table1, table2).")
+SetOpt = typer.Option(None, "--set", help="Override a config dot-path for every run, e.g. --set train.max_epochs=5 "
+                      "(value read as YAML; repeatable). Applied after the study's own overrides, "
+                      "before each variant's.")
+SetFileOpt = typer.Option(None, "--set-file", help="YAML file of dot-path overrides for every run "
+                          "(e.g. the winner exported by 'dlf-ablate tune').")
+UriOpt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+                      "else sqlite:///<DLF_HOME>/mlflow.db).")
+DataRootOpt = typer.Option(None, "--data-root", help="Folder holding MOSI/Processed/aligned_50.pkl and "
+                           "MOSEI/... (default: $DLF_DATA_ROOT).")
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("run")(run)
+    app.command("plan")(plan)
+    app.command("ui")(ui)
+
+
+def run(
+    study: str = StudyArg,
+    set_: Optional[list[str]] = SetOpt,
+    set_file: Optional[Path] = SetFileOpt,
+    workers: Optional[int] = typer.Option(None, "--workers", help="Local worker processes (default 1, or one "
+                                          "per --devices entry). On CPU each gets cores // workers threads."),
+    devices: Optional[str] = typer.Option(None, "--devices", help="GPUs to use, one per worker via "
+                                          "CUDA_VISIBLE_DEVICES, e.g. 0,1; 'cpu' forces the CPU."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads per worker (default: "
+                                          "cores // workers)."),
+    tracking_uri: Optional[str] = UriOpt,
+    data_root: Optional[Path] = DataRootOpt,
+) -> None:
+    """Run a study: every variant x dataset x seed whose run key has not finished yet, tracked in MLflow."""
+    from dlf.config import parse_set_options
+    from dlf.run_view import run_command
+
+    code = run_command(study, parse_set_options(set_ or []), set_file, workers, devices, threads,
+                       tracking_uri, data_root)
+    raise typer.Exit(code)
+
+
+def plan(
+    study: str = StudyArg,
+    set_: Optional[list[str]] = SetOpt,
+    set_file: Optional[Path] = SetFileOpt,
+    tracking_uri: Optional[str] = UriOpt,
+    data_root: Optional[Path] = DataRootOpt,
+) -> None:
+    """Dry run: each run's key, whether it is cached, and an estimated training cost."""
+    from dlf.config import parse_set_options
+    from dlf.run_view import plan_command
+
+    plan_command(study, parse_set_options(set_ or []), set_file, tracking_uri, data_root)
+
+
+def ui(
+    study: Optional[str] = typer.Argument(None, help="Open this study's experiment (name or YAML)."),
+    tracking_uri: Optional[str] = UriOpt,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address the UI listens on."),
+    port: int = typer.Option(5000, "--port", help="Port the UI listens on."),
+) -> None:
+    """Open the MLflow UI on the tracking store (Ctrl-C stops it)."""
+    import subprocess
+
+    from dlf.run_view import ui_command
+
+    cmd, url = ui_command(study, tracking_uri, host, port)
+    if cmd is None:
+        typer.echo(f"the tracking server serves its own UI: {url}")
+        return
+    typer.echo(f"MLflow UI: {url}  (Ctrl-C to stop)")
+    try:
+        subprocess.run(cmd, check=False)
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,112 @@
+"""dlf-ablate checkpoints: weights plus everything needed to rebuild the model, written atomically.
+
+A checkpoint is one ``torch.save`` dict (loadable with ``weights_only=True``): ``format``, ``version``,
+``config`` (the full RunConfig), ``dims`` and ``seq_lens`` (per modality), ``dataset`` (name, family,
+path, fingerprint, ...), ``bert_config`` (the BERT architecture in the BERT text modes, so loading
+never downloads weights), ``extra`` (free-form, JSON-like) and ``state_dict``. ``train``/``run``
+checkpoints and converted official checkpoints share this format.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from dlf.config import RunConfig
+from dlf.errors import DLFError
+
+__all__ = ["save_checkpoint", "load_checkpoint", "dataset_meta", "FORMAT"]
+
+FORMAT = "dlf-ablate-checkpoint"
+VERSION = 1
+
+
+def dataset_meta(dataset: Any) -> dict[str, Any]:
+    """The identifying fields of an ``MSADataset`` for a checkpoint (plain types only)."""
+    return {"name": str(dataset.name), "display_name": str(dataset.display_name), "family": str(dataset.family),
+            "path": str(dataset.path), "fingerprint": str(dataset.fingerprint), "aligned": bool(dataset.aligned),
+            "synthetic": bool(dataset.synthetic)}
+
+
+def _bert_config(model_or_state: Any, cfg: RunConfig, state: Mapping[str, torch.Tensor]) -> dict | None:
+    if not any(k.startswith("text_encoder.bert.") for k in state):
+        return None
+    encoder = getattr(model_or_state, "text_encoder", None)
+    if encoder is not None:
+        return encoder.bert.config.to_dict()
+    try:  # a bare state_dict: the config of the model it was built from, else inferred from the shapes
+        from transformers import BertConfig
+
+        return BertConfig.from_pretrained(cfg.model.pretrained).to_dict()
+    except (OSError, ValueError):
+        from dlf.convert import bert_config_from_state
+
+        return bert_config_from_state(state)
+
+
+def save_checkpoint(path: str | os.PathLike, model_or_state: Any, cfg: RunConfig, dims: Mapping[str, int],
+                    seq_lens: Mapping[str, int], dataset_meta: Mapping[str, Any], extra: Mapping | None = None) -> Path:
+    """Write a checkpoint atomically (temporary file in the same folder, then rename); returns the path."""
+    path = Path(path)
+    module = isinstance(model_or_state, torch.nn.Module)
+    state = model_or_state.state_dict() if module else model_or_state
+    state = {k: v.detach().cpu() for k, v in state.items()}
+    payload = {
+        "format": FORMAT, "version": VERSION, "config": cfg.to_dict(),
+        "dims": {k: int(v) for k, v in dims.items()}, "seq_lens": {k: int(v) for k, v in seq_lens.items()},
+        "dataset": dict(dataset_meta), "bert_config": _bert_config(model_or_state, cfg, state),
+        "extra": dict(extra or {}), "torch": torch.__version__, "state_dict": state,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _read(path: Path, map_location: Any) -> dict:
+    if not path.is_file():
+        raise DLFError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
+        raise DLFError(f"{path}: not a readable dlf-ablate checkpoint ({type(err).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        if isinstance(payload, dict) and "proj_l.weight" in payload:
+            raise DLFError(f"{path}: this is an official DLF state_dict; convert it first: "
+                           f"dlf-ablate convert-official {path} --dataset mosi --out model.pt")
+        raise DLFError(f"{path}: not a dlf-ablate checkpoint (no '{FORMAT}' format tag)")
+    if payload.get("version", 0) > VERSION:
+        raise DLFError(f"{path}: checkpoint format version {payload['version']} is newer than this dlf-ablate "
+                       f"reads ({VERSION}); upgrade dlf-ablate")
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[torch.nn.Module, RunConfig, dict]:
+    """(model in eval mode, its RunConfig, meta = every checkpoint field except the weights)."""
+    from dlf.model import build_model
+
+    path = Path(path)
+    payload = _read(path, map_location)
+    cfg = RunConfig.from_dict(payload["config"])
+    model = build_model(cfg, payload["dims"], payload["seq_lens"], bert_config=payload.get("bert_config"))
+    try:
+        result = model.load_state_dict(payload["state_dict"], strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise DLFError(f"{path}: the weights do not fit the model its config builds "
+                       f"({str(err).splitlines()[-1].strip()})") from None
+    problems = [f"missing {k}" for k in result.missing_keys] + [f"unexpected {k}" for k in result.unexpected_keys]
+    if problems:
+        shown = ", ".join(problems[:6]) + (f" ... (+{len(problems) - 6} more)" if len(problems) > 6 else "")
+        raise DLFError(f"{path}: the weights do not fit the model its config builds ({shown}); "
+                       f"the checkpoint was written by an incompatible dlf-ablate version")
+    model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
+    return model, cfg, {k: v for k, v in payload.items() if k != "state_dict"}

@@ -1,0 +1,175 @@
+"""Execute one run spec safely: claim its key, skip it when done, else train, track and finish.
+
+Claim safety: a per-key OS file lock (``flock`` under ``<state>/locks/``, see
+:func:`dlf.tracking.local_state_dir`) is held for the whole check-train-finish sequence. The
+kernel drops the lock when its process dies, SIGKILL included, so a lock can never go stale, and
+whoever holds it knows that a seed run with the same key still marked RUNNING belongs to a dead
+process: it is marked FAILED and the key is trained again. Two local processes therefore never
+train the same key at once, and a FINISHED key is never trained twice. (Across machines the
+cluster queue claims keys; this lock only covers one host.)
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from dlf import tracking
+from dlf.errors import DLFError
+
+FINISHED, CACHED, FAILED = "finished", "cached", "failed"
+BUSY = "busy"  # internal: another process holds the key's lock (only with wait=False)
+
+
+@dataclass
+class RunOutcome:
+    status: str  # 'finished' | 'cached' | 'failed'
+    key: str
+    run_id: str | None = None
+    error: str | None = None  # one line, for 'failed'
+    seconds: float = 0.0  # wall time of execute_run, lock wait included
+    train_seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RunOutcome:
+        return cls(**d)
+
+
+def key_lock(key: str, tracking_uri: str):
+    """The OS file lock of run key ``key`` for the store ``tracking_uri``."""
+    from filelock import FileLock
+
+    folder = tracking.local_state_dir(tracking_uri) / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    # preserve_lock_file: never unlink (no unlink-while-waiting race) and never fall back to a
+    # "soft" lock that a killed process would leave behind.
+    return FileLock(folder / f"{key}.lock", preserve_lock_file=True, thread_local=False)
+
+
+def execute_run(spec, tracking_uri: str, runtime=None, on_epoch: Callable[[int, dict], None] | None = None,
+                wait: bool = True) -> RunOutcome:
+    """Run ``spec`` unless its key already FINISHED; never raises for a failing run.
+
+    With ``wait=False`` a key locked by another process returns at once with status 'busy', so a
+    scheduler can do other work first. KeyboardInterrupt marks the run KILLED and propagates.
+    """
+    from filelock import Timeout
+
+    start = time.monotonic()
+    lock = key_lock(spec.key, tracking_uri)
+    try:
+        lock.acquire(timeout=-1 if wait else 0)
+    except Timeout:
+        return RunOutcome(BUSY, spec.key, seconds=time.monotonic() - start)
+    try:
+        outcome = _execute_claimed(spec, tracking_uri, runtime, on_epoch)
+    except Exception as err:  # noqa: BLE001 - tracking store trouble, bad data: the outcome
+        outcome = RunOutcome(FAILED, spec.key, error=tracking.one_line(err))
+    finally:
+        lock.release()
+    outcome.seconds = time.monotonic() - start
+    return outcome
+
+
+def _execute_claimed(spec, uri: str, runtime, on_epoch) -> RunOutcome:
+    c = tracking.client(uri)
+    exp = tracking.ensure_experiment(c, spec.study, uri)
+    runs = tracking.runs_with_key(c, exp, spec.key)
+    done = [r for r in runs if r.info.status == "FINISHED"]
+    if done:
+        return RunOutcome(CACHED, spec.key, run_id=done[0].info.run_id)
+    _fail_abandoned(c, runs, "abandoned: the process running it stopped; the key was run again")
+    from dlf.train import Runtime, resolve_device
+
+    runtime = runtime or Runtime()
+    env = tracking.environment(str(resolve_device(runtime.device)), runtime.threads)
+    parent, _ = tracking.ensure_parents(c, exp, [spec])[(spec.variant, spec.dataset)]
+    run_id = tracking.start_seed_run(c, exp, parent, spec, env)
+    try:
+        logger = tracking.EpochLogger(c, run_id, forward=on_epoch)
+        result, dataset = _train(spec, runtime, logger)
+        logger.flush()
+        tracking.finish_seed_run(c, run_id, result, dataset)
+    except KeyboardInterrupt:
+        with _no_interrupts():
+            _close_quietly(c, run_id, "KILLED", "interrupted (SIGINT/SIGTERM) during the run")
+        raise
+    except Exception as err:  # noqa: BLE001 - a failing run is an outcome, not a crash
+        _close_quietly(c, run_id, "FAILED", tracking.one_line(err))
+        return RunOutcome(FAILED, spec.key, run_id=run_id, error=tracking.one_line(err))
+    return RunOutcome(FINISHED, spec.key, run_id=run_id, train_seconds=result.train_seconds)
+
+
+def _train(spec, runtime, logger):
+    from dlf.data import load_dataset
+    from dlf.train import train_run
+
+    dataset = load_dataset(spec.data_path, spec.config.data)
+    if dataset.fingerprint != spec.data_fingerprint:
+        raise DLFError(f"{spec.data_path}: the data file changed after the study was planned "
+                       f"(fingerprint {dataset.fingerprint[:12]}, planned {spec.data_fingerprint[:12]}); run the study again")
+    # The tracked dataset identity is the spec's (the name as written in the study), not the path's.
+    dataset_meta = _DatasetMeta(spec, dataset)
+    return train_run(spec.config, dataset, runtime, on_epoch=logger), dataset_meta
+
+
+class _DatasetMeta:
+    """What the checkpoint records about the data: the study's name for it plus the loaded shapes."""
+
+    def __init__(self, spec, dataset) -> None:
+        self.name, self.path, self.family = spec.dataset, Path(spec.data_path), spec.family
+        self.synthetic, self.fingerprint = spec.synthetic, spec.data_fingerprint
+        self.dims, self.seq_lens = dataset.dims, dataset.seq_lens
+
+
+def _fail_abandoned(c, runs, reason: str) -> None:
+    for r in runs:
+        if r.info.status in ("RUNNING", "SCHEDULED"):
+            tracking.end_run(c, r.info.run_id, "FAILED", reason)
+
+
+def mark_abandoned(spec, tracking_uri: str, reason: str, timeout: float = 30.0) -> None:
+    """Mark ``spec``'s RUNNING seed runs FAILED (after its worker died); a no-op if the key is
+    locked by a live process, which then owns it."""
+    from filelock import Timeout
+
+    lock = key_lock(spec.key, tracking_uri)
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        return
+    try:
+        c = tracking.client(tracking_uri)
+        exp = tracking.ensure_experiment(c, spec.study, tracking_uri)
+        _fail_abandoned(c, tracking.runs_with_key(c, exp, spec.key), reason)
+    finally:
+        lock.release()
+
+
+def _close_quietly(c, run_id: str, status: str, reason: str) -> None:
+    """Close the run; if even that fails (store gone), the next claim marks it FAILED instead."""
+    try:
+        tracking.end_run(c, run_id, status, reason)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+@contextlib.contextmanager
+def _no_interrupts() -> Iterator[None]:
+    """Ignore a second Ctrl-C / SIGTERM while the interrupted run is being closed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)

@@ -1,0 +1,99 @@
+"""``dlf-ablate plan``: which runs of a study are cached, and roughly what the rest will cost.
+
+Cost per pending run, in order of preference:
+- measured: the mean ``train_seconds`` of FINISHED runs of the same variant on the same dataset;
+- estimate: parameters (outside the text encoder) x training samples x ``train.max_epochs`` x a
+  rate in seconds per (parameter x sample x epoch). The rate is calibrated on this study's finished
+  runs when there are any, else it is :data:`CPU_RATE`, measured once on a 2-core laptop CPU in
+  ``features`` text mode. ``max_epochs`` is an upper bound: early stopping usually ends sooner.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+# Seconds per (parameter x training sample x epoch): full DLF (1.63 M parameters), synthetic-MOSI,
+# one CPU thread, features text mode, validation included.
+CPU_RATE = 2.0e-9
+
+
+@dataclass
+class PlanRow:
+    spec: object
+    cached: bool
+    seconds: float | None  # estimated training seconds (None: cached or unknown)
+    source: str
+
+
+def plan_rows(specs: list, tracking_uri: str) -> tuple[list[PlanRow], float, str]:
+    """(rows, total estimated seconds of the pending runs, how the rate was obtained)."""
+    finished = _finished_runs(specs, tracking_uri)
+    units = {s.key: _work_units(s) for s in specs}
+    measured: dict[tuple[str, str], list[float]] = {}
+    rates = []
+    for spec in specs:
+        run = finished.get(spec.key)
+        seconds = run.data.metrics.get("train_seconds") if run else None
+        if seconds is not None:
+            measured.setdefault((spec.variant, spec.dataset), []).append(seconds)
+            epochs = run.data.metrics.get("epochs") or spec.config.train.max_epochs
+            if units[spec.key]:
+                rates.append(seconds / (units[spec.key] * epochs / spec.config.train.max_epochs))
+    rate = statistics.median(rates) if rates else CPU_RATE
+    rate_source = f"rate from {len(rates)} finished runs" if rates else "CPU rate of a 2-core laptop"
+    rows, total = [], 0.0
+    for spec in specs:
+        if spec.key in finished:
+            rows.append(PlanRow(spec, True, None, "finished"))
+            continue
+        same = measured.get((spec.variant, spec.dataset))
+        if same:
+            row = PlanRow(spec, False, statistics.fmean(same), f"measured ({len(same)} runs)")
+        elif units[spec.key]:
+            row = PlanRow(spec, False, units[spec.key] * rate, "estimate")
+        else:
+            row = PlanRow(spec, False, None, "unknown")
+        total += row.seconds or 0.0
+        rows.append(row)
+    return rows, total, f"estimates: params x samples x max_epochs at the {rate_source}"
+
+
+def _finished_runs(specs: list, uri: str) -> dict:
+    """key -> FINISHED run, without creating a store that does not exist yet (plan is a dry run)."""
+    from dlf import tracking
+
+    if not specs or (uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()):
+        return {}
+    c = tracking.client(uri)
+    exp = c.get_experiment_by_name(specs[0].study)
+    return tracking.finished_keys(c, exp.experiment_id) if exp is not None else {}
+
+
+_PARAMS: dict[tuple, int | None] = {}
+
+
+def _work_units(spec) -> float | None:
+    """parameters x training samples x max_epochs of one run, or None if the model cannot be built."""
+    from dlf.synthetic import SPLIT_SIZES, split_sizes
+
+    cfg = spec.config
+    n_train = split_sizes(spec.family, cfg.data.scale)[0] if spec.synthetic else SPLIT_SIZES[spec.family][0]
+    ident = (spec.family, cfg.model)
+    if ident not in _PARAMS:
+        _PARAMS[ident] = _parameters(spec)
+    params = _PARAMS[ident]
+    return None if params is None else float(params) * n_train * cfg.train.max_epochs
+
+
+def _parameters(spec) -> int | None:
+    from dlf.catalogue import REFERENCE_SHAPES
+    from dlf.config import apply_overrides
+    from dlf.model import build_model, parameter_summary
+
+    try:
+        cfg = apply_overrides(spec.config, {"model.text_encoder": "features"}, source="plan")
+        dims, seq_lens = REFERENCE_SHAPES[spec.family]
+        return parameter_summary(build_model(cfg, dims, seq_lens))["total"]
+    except Exception:  # noqa: BLE001 - an estimate is optional; the plan still lists the run
+        return None

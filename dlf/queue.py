@@ -1,0 +1,346 @@
+"""The cluster work queue: one PostgreSQL table of run specs that any number of workers claim.
+
+One row per run key (design.md section 8, docs/cluster.md). Every state change is one short
+transaction, and the database clock (``now()``) is the only clock, so hosts need not agree on time:
+
+* enqueue: insert ``pending`` rows; a key already there keeps its state, except ``failed``,
+  which goes back to ``pending`` with its attempts reset (re-running a study retries failures).
+* claim: ``UPDATE ... WHERE key = (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1)``: a pending row,
+  or a running row whose owner has not heartbeaten for the ``stale_s`` that owner declared when it
+  claimed (its run is reclaimed: another attempt, by another worker). The claim is the lock: two
+  workers never hold the same key.
+* heartbeat / finish / fail / release only touch a row this worker still owns
+  (``worker = me AND state = 'running'``), so a worker that lost its claim cannot overwrite the
+  reclaimer's result.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+from dlf.errors import DLFError
+
+TABLE = "dlf_queue"
+STATES = ("pending", "running", "done", "failed")
+IDLE_PING_S = 10.0  # check a connection that sat idle this long before using it
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    key           TEXT PRIMARY KEY,
+    seq           BIGSERIAL,
+    study         TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    spec          JSONB NOT NULL,
+    tracking_uri  TEXT,
+    state         TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending','running','done','failed')),
+    worker        TEXT,
+    workers       TEXT[] NOT NULL DEFAULT '{{}}',
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    max_attempts  INTEGER NOT NULL DEFAULT 3,
+    stale_s       REAL,
+    enqueued_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    claimed_at    TIMESTAMPTZ,
+    heartbeat_at  TIMESTAMPTZ,
+    finished_at   TIMESTAMPTZ,
+    run_id        TEXT,
+    seconds       REAL,
+    error         TEXT
+);
+CREATE INDEX IF NOT EXISTS {TABLE}_state_seq ON {TABLE} (state, seq);
+"""
+
+# Rows whose owner went silent but have no attempt left are failed, not claimed again.
+_REAP = f"""
+UPDATE {TABLE} SET state = 'failed', finished_at = now(),
+    error = 'worker ' || worker || ' stopped heartbeating; no attempt left (' || attempts || '/' || max_attempts || ')'
+WHERE state = 'running' AND heartbeat_at < now() - make_interval(secs => stale_s)
+  AND attempts >= max_attempts AND (%(study)s::text IS NULL OR study = %(study)s)
+"""
+
+_CLAIM = f"""
+UPDATE {TABLE} AS q SET state = 'running', worker = %(worker)s, workers = array_append(q.workers, %(worker)s),
+    attempts = q.attempts + 1, stale_s = %(stale)s, claimed_at = now(), heartbeat_at = now(),
+    error = CASE WHEN q.state = 'running' THEN 'reclaimed from ' || q.worker || ' (no heartbeat)' ELSE q.error END
+WHERE q.key = (
+    SELECT key FROM {TABLE}
+    WHERE (state = 'pending'
+           OR (state = 'running' AND heartbeat_at < now() - make_interval(secs => stale_s)
+               AND attempts < max_attempts))
+      AND (%(study)s::text IS NULL OR study = %(study)s)
+    ORDER BY seq FOR UPDATE SKIP LOCKED LIMIT 1)
+RETURNING q.key, q.study, q.name, q.spec, q.tracking_uri, q.attempts, q.max_attempts
+"""
+
+_MINE = "key = %(key)s AND worker = %(worker)s AND state = 'running'"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run this worker now owns; ``spec`` is whatever the claim's ``decode`` made of the JSON."""
+
+    key: str
+    study: str
+    name: str
+    spec: Any
+    tracking_uri: str | None
+    attempts: int
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    key: str
+    study: str
+    name: str
+    state: str
+    worker: str | None
+    workers: tuple[str, ...]
+    attempts: int
+    max_attempts: int
+    heartbeat_age: float | None  # seconds since the last heartbeat (database clock)
+    run_id: str | None
+    seconds: float | None
+    error: str | None
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_url(url: str, option: str = "--queue") -> str:
+    if not url.startswith(("postgresql://", "postgres://", "postgresql+psycopg2://")):
+        raise DLFError(f"{option} {redact(url)}: not a PostgreSQL URL; give one like "
+                       "postgresql://user:password@host:5432/dbname")
+    return url.replace("postgresql+psycopg2://", "postgresql://", 1)
+
+
+def connect(url: str, option: str = "--queue", timeout: int = 10):
+    """A psycopg2 connection, or DLFError with one line saying what to check."""
+    url = check_url(url, option)
+    try:
+        import psycopg2
+    except ImportError:
+        raise DLFError(f"{option}: the queue needs psycopg2; pip install 'dlf-ablate[cluster]'") from None
+    try:
+        return psycopg2.connect(url, connect_timeout=timeout, application_name="dlf-ablate")
+    except psycopg2.Error as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DLFError(f"{option} {redact(url)}: cannot connect ({first}); check the URL and that "
+                       "PostgreSQL runs and accepts connections from this host") from None
+
+
+class Queue:
+    """The queue table on one database, through one connection (one transaction at a time)."""
+
+    def __init__(self, url: str, option: str = "--queue") -> None:
+        self.url, self.option = url, option
+        self.conn = connect(url, option)
+        self._lock = threading.Lock()
+        self._used = time.monotonic()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+    def __enter__(self) -> "Queue":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A cursor inside one transaction; reconnects first if the connection was lost."""
+        import psycopg2
+
+        with self._lock:
+            self._revive()
+            try:
+                with self.conn, self.conn.cursor() as cur:  # commits, or rolls back on error
+                    yield cur
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as err:
+                self.close()
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                raise DLFError(f"{self.option} {redact(self.url)}: lost the connection ({first})") from None
+
+    def _revive(self) -> None:
+        """Reconnect when the connection is closed or, after a long idle spell (a training run),
+        no longer answers: the server or a proxy may have dropped it meanwhile."""
+        import psycopg2
+
+        idle, self._used = time.monotonic() - self._used, time.monotonic()
+        if not self.conn.closed and idle > IDLE_PING_S:
+            try:
+                with self.conn, self.conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                self.close()
+        if self.conn.closed:
+            self.conn = connect(self.url, self.option)
+
+    def ensure_schema(self) -> None:
+        with self.transaction() as cur:
+            # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog: serialise it.
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (TABLE,))
+            cur.execute(_SCHEMA)
+
+    def enqueue(self, rows: list[tuple[str, str, str, dict]], tracking_uri: str | None,
+                max_attempts: int = 3) -> dict[str, int]:
+        """Insert ``(key, study, name, spec_dict)`` rows; counts of added, requeued and kept rows."""
+        from psycopg2.extras import Json, execute_values
+
+        if max_attempts < 1:
+            raise DLFError(f"--max-attempts {max_attempts}: must be at least 1")
+        values = [(k, s, n, Json(spec), tracking_uri, max_attempts) for k, s, n, spec in rows]
+        sql = (f"INSERT INTO {TABLE} AS q (key, study, name, spec, tracking_uri, max_attempts) VALUES %s "
+               "ON CONFLICT (key) DO UPDATE SET state = 'pending', attempts = 0, worker = NULL, error = NULL, "
+               "spec = EXCLUDED.spec, tracking_uri = EXCLUDED.tracking_uri, max_attempts = EXCLUDED.max_attempts "
+               "WHERE q.state = 'failed' RETURNING (xmax = 0)")
+        with self.transaction() as cur:
+            changed = execute_values(cur, sql, values, fetch=True) if values else []
+        added = sum(1 for (inserted,) in changed if inserted)
+        return {"added": added, "requeued": len(changed) - added, "kept": len(rows) - len(changed)}
+
+    def claim(self, worker: str, stale_s: float, study: str | None = None,
+              decode: Callable[[dict], Any] = dict) -> Claim | None:
+        """Claim the next run, or None when nothing is claimable now.
+
+        The spec is decoded inside the claiming transaction: a row that does not decode is failed
+        in the same transaction (and the next row tried), so no row is ever left half-claimed.
+        """
+        args = {"worker": worker, "stale": float(stale_s), "study": study}
+        while True:
+            with self.transaction() as cur:
+                cur.execute(_REAP, args)
+                cur.execute(_CLAIM, args)
+                row = cur.fetchone()
+                if row is None:
+                    return None
+                key, study_name, name, spec, uri, attempts, max_attempts = row
+                try:
+                    return Claim(key, study_name, name, decode(spec), uri, attempts, max_attempts)
+                except Exception as err:  # noqa: BLE001 - any decode failure is this row's failure
+                    cur.execute(f"UPDATE {TABLE} SET state = 'failed', finished_at = now(), error = %s "
+                                f"WHERE key = %s", (f"cannot decode the run spec: {err}", key))
+
+    def heartbeat(self, key: str, worker: str) -> bool:
+        """Refresh this worker's claim; False when it no longer owns the row."""
+        with self.transaction() as cur:
+            cur.execute(f"UPDATE {TABLE} SET heartbeat_at = now() WHERE {_MINE}", {"key": key, "worker": worker})
+            return cur.rowcount == 1
+
+    def finish(self, key: str, worker: str, run_id: str | None, seconds: float | None) -> bool:
+        with self.transaction() as cur:
+            cur.execute(f"UPDATE {TABLE} SET state = 'done', finished_at = now(), run_id = %(run_id)s, "
+                        f"seconds = %(seconds)s, error = NULL WHERE {_MINE}",
+                        {"key": key, "worker": worker, "run_id": run_id, "seconds": seconds})
+            return cur.rowcount == 1
+
+    def fail(self, key: str, worker: str, error: str) -> str | None:
+        """Record a failed attempt: back to pending while attempts remain, else failed. The new state."""
+        with self.transaction() as cur:
+            cur.execute(f"UPDATE {TABLE} SET error = %(error)s, worker = NULL, "
+                        "state = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END, "
+                        "finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE now() END "
+                        f"WHERE {_MINE} RETURNING state", {"key": key, "worker": worker, "error": error})
+            row = cur.fetchone()
+            return row[0] if row else None
+
+    def release(self, key: str, worker: str, reason: str) -> bool:
+        """Give a claimed run back untried (stopped worker, unreachable tracking server)."""
+        with self.transaction() as cur:
+            cur.execute(f"UPDATE {TABLE} SET state = 'pending', worker = NULL, error = %(reason)s, "
+                        f"attempts = greatest(attempts - 1, 0) WHERE {_MINE}",
+                        {"key": key, "worker": worker, "reason": reason})
+            return cur.rowcount == 1
+
+    def counts(self, study: str | None = None) -> dict[str, int]:
+        with self.transaction() as cur:
+            cur.execute(f"SELECT state, count(*) FROM {TABLE} WHERE (%(study)s::text IS NULL OR study = %(study)s) "
+                        "GROUP BY state", {"study": study})
+            found = dict(cur.fetchall())
+        return {state: found.get(state, 0) for state in STATES}
+
+    def rows(self, study: str | None = None) -> list[QueueRow]:
+        with self.transaction() as cur:
+            cur.execute("SELECT key, study, name, state, worker, workers, attempts, max_attempts, "
+                        "extract(epoch FROM now() - heartbeat_at), run_id, seconds, error "
+                        f"FROM {TABLE} WHERE (%(study)s::text IS NULL OR study = %(study)s) ORDER BY seq",
+                        {"study": study})
+            found = cur.fetchall()
+        return [QueueRow(*r[:5], tuple(r[5]), r[6], r[7], None if r[8] is None else float(r[8]), *r[9:])
+                for r in found]
+
+
+# ------------------------------------------------------------------ enqueueing a study
+@dataclass
+class EnqueueSummary:
+    study: str
+    queue: str  # redacted URL
+    tracking_uri: str
+    total: int
+    cached: int  # already FINISHED in the tracking store: not queued
+    added: int
+    requeued: int  # were failed in the queue: pending again, attempts reset
+    kept: int  # already queued (pending, running or done): left as they are
+    warnings: list[str]
+
+    def lines(self) -> list[str]:
+        out = [f"{self.study}: {self.total} runs; {self.cached} already finished in {self.tracking_uri}; "
+               f"queued {self.added} new, {self.requeued} failed again, {self.kept} already queued "
+               f"on {self.queue}",
+               f"start workers with: dlf-ablate worker --queue '{self.queue}'"]
+        return out + [f"warning: {w}" for w in self.warnings]
+
+
+def enqueue_study(study, queue_url: str, tracking_uri: str | None = None, data_root=None,
+                  set_overrides=None, set_file=None, max_attempts: int = 3) -> EnqueueSummary:
+    """Expand ``study`` (a StudySpec, a name or a path) and queue its runs that have not finished.
+
+    The experiment and every parent run are created here, before any worker starts, so that
+    workers never race to create them; each row carries the tracking URI the workers log to.
+    """
+    from dlf import tracking
+    from dlf.study import expand, load_study
+
+    spec = study if hasattr(study, "seeds") else load_study(study)
+    specs = expand(spec, data_root=data_root, set_overrides=set_overrides, set_file=set_file)
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    with Queue(queue_url) as q:  # reach the database before writing anything to the tracking store
+        c = tracking.client(uri)
+        exp = tracking.ensure_experiment(c, spec.name, uri)
+        tracking.ensure_parents(c, exp, specs)
+        finished = tracking.finished_keys(c, exp)
+        todo = [s for s in specs if s.key not in finished]
+        q.ensure_schema()
+        counts = q.enqueue([(s.key, s.study, s.title, s.to_dict()) for s in todo], uri, max_attempts)
+    warnings = []
+    if not uri.startswith(("http://", "https://", "postgresql", "mysql")):
+        warnings.append(f"tracking URI {uri} is a local store: workers on other hosts will not log to it; "
+                        "pass --tracking-uri http://<mlflow-server>:5000")
+    return EnqueueSummary(spec.name, redact(check_url(queue_url)), uri, len(specs), len(specs) - len(todo),
+                          counts["added"], counts["requeued"], counts["kept"], warnings)
+
+
+def queue_rows(queue_url: str, study: str | None = None) -> list[QueueRow]:
+    """Every row of the queue (of one study), in enqueue order: the data of ``queue status``."""
+    with Queue(queue_url) as q:
+        q.ensure_schema()
+        return q.rows(study)
+
+
+def group_states(queue: Queue, study: str, variant: str, dataset: str) -> list[str]:
+    """States of the rows of one (variant, dataset): a parent run closes when all are final."""
+    with queue.transaction() as cur:
+        cur.execute(f"SELECT state FROM {TABLE} WHERE study = %s AND spec->>'variant' = %s "
+                    "AND spec->>'dataset' = %s", (study, variant, dataset))
+        return [state for (state,) in cur.fetchall()]

@@ -1,0 +1,274 @@
+"""Render: the plain table structures of :mod:`dlf.report.tables` -> Markdown, CSV, rich.
+
+No pandas or MLflow here. Captions and footnotes are written once, against a small ``Style``
+(the markup of one output format); LaTeX lives in :mod:`dlf.report.latex` and uses the same text.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from typing import Callable
+
+from dlf.report.paper import LABELS, PERCENT_METRICS, SOURCE_NOTES
+from dlf.report.tables import Cell, Column, ColumnGroup, Row, Table
+
+SIG = "*"  # significance mark (Table 2 only; Table 1 runs no tests, so no clash with its '*')
+
+
+@dataclass(frozen=True)
+class Style:
+    pm: str
+    sigma: str
+    delta: str
+    dash: str
+    up: str
+    down: str
+    percent: str
+    bold: Callable[[str], str]
+    sup: Callable[[str], str]
+    code: Callable[[str], str]
+    escape: Callable[[str], str]
+    gap: Callable[[str, str | None], str]  # ('-1.23', '-2.4' or None) -> '-1.23 (-2.4 sigma)'
+    p_below: Callable[[float], str]  # 0.05 -> 'p < 0.05'
+
+
+def _plain_gap(points: str, units: str | None) -> str:
+    return points if units is None else f"{points} ({units}\u03c3)"
+
+
+MARKDOWN = Style(" \u00b1 ", "\u03c3", "\u0394", "-", "\u2191", "\u2193", "%",
+                 bold=lambda s: f"**{s}**", sup=lambda m: m.replace("*", "\\*"),
+                 code=lambda s: f"`{s}`", escape=lambda s: s.replace("|", "\\|").replace("*", "\\*"),
+                 gap=_plain_gap, p_below=lambda a: f"p < {a:g}")
+PLAIN = Style(" \u00b1 ", "\u03c3", "\u0394", "-", "\u2191", "\u2193", "%", bold=lambda s: s,
+              sup=lambda m: m, code=lambda s: s, escape=lambda s: s, gap=_plain_gap,
+              p_below=lambda a: f"p < {a:g}")
+
+
+def num(value: float | None, digits: int, st: Style) -> str:
+    return st.dash if value is None else f"{value:.{digits}f}"
+
+
+def gap_text(cell: Cell, st: Style) -> str:
+    """Ours minus paper in points, and in units of our std when there is one."""
+    if cell.gap is None:
+        return st.dash
+    units = None if cell.gap_std is None else f"{cell.gap_std:+.1f}"
+    return st.gap(f"{cell.gap:+.{cell.decimals}f}", units)
+
+
+def cell_text(row: Row, col: Column, st: Style) -> str:
+    cell = row.cells.get(col.key)
+    if cell is None:
+        return st.dash
+    if row.kind == "gap" or col.kind == "gap":
+        return gap_text(cell, st)
+    if col.kind == "paper":
+        return num(cell.paper, cell.decimals, st)
+    text = num(cell.mean, cell.decimals, st)
+    if row.kind == "measured" and cell.mean is not None and cell.n > 1 and cell.std is not None:
+        text += st.pm + num(cell.std, cell.decimals, st)
+    if cell.best:
+        text = st.bold(text)
+    if cell.sig:
+        text += st.sup(SIG)
+    if cell.mark:
+        text += st.sup(cell.mark)
+    return text
+
+
+def metric_title(metric: str, st: Style) -> str:
+    if metric in PERCENT_METRICS:
+        return f"{LABELS[metric]} ({st.percent})"
+    return f"{LABELS[metric]} ({st.down if metric == 'mae' else st.up})"
+
+
+def column_title(table: Table, group: ColumnGroup, col: Column, st: Style) -> str:
+    if col.kind == "paper":
+        return "Paper"
+    if col.kind == "gap":
+        return f"{st.delta} ({st.sigma})"
+    if table.kind == "table2" and table.paper_columns:
+        return "Ours"
+    return metric_title(col.metric, st)
+
+
+def group_title(table: Table, group: ColumnGroup, st: Style) -> str | None:
+    if group.title is None:
+        return None
+    return metric_title(group.columns[0].metric, st) if table.kind == "table2" else group.title
+
+
+def row_label(row: Row, st: Style, latex: bool = False) -> str:
+    label = row.latex if latex and row.latex else st.escape(row.label)
+    if row.kind == "gap":
+        label = f"{st.delta} to paper"
+    return label + (st.sup(row.mark) if row.mark else "")
+
+
+def dataset_phrase(table: Table, st: Style) -> str:
+    parts = []
+    for d in table.datasets:
+        if d.synthetic:
+            parts.append(f"{d.display} (generated data, not CMU-{d.family.upper()})")
+        else:
+            parts.append(f"CMU-{d.display}" if d.display in ("MOSI", "MOSEI") else st.escape(d.display))
+    return " and ".join(parts)
+
+
+def seed_phrase(table: Table) -> str:
+    ns = table.n_values
+    if not ns:
+        return "no seeds"
+    if len(ns) > 1:
+        return f"{ns[0]}-{ns[-1]} seeds (n per row)"
+    return "1 seed (no std)" if ns[0] == 1 else f"{ns[0]} seeds"
+
+
+def caption(table: Table, st: Style) -> str:
+    what = "Ablation study" if table.kind == "table2" else "Comparison"
+    text = (f"{what} on {dataset_phrase(table, st)}, test set; ours: mean{st.pm}std over "
+            f"{seed_phrase(table)}, std with ddof={table.ddof}. Study {st.code(table.study)}.")
+    if table.kind == "table1" and any(b.kind == "reference" for b in table.blocks):
+        text += " Upper rows: published results on the real CMU-MOSI/CMU-MOSEI, quoted from the DLF paper."
+        if table.synthetic:
+            text += " They are not comparable with our rows on generated data."
+    return text
+
+
+def block_title(table: Table, block, st: Style, short: bool = False) -> str | None:
+    if table.kind == "table2":
+        return block.title and st.escape(block.title)
+    if block.kind == "reference":
+        if short:
+            return "quoted (real data)" if table.synthetic else "quoted"
+        return ("Published on the real datasets (quoted from the DLF paper, not comparable)"
+                if table.synthetic else "Reported in the DLF paper (quoted)")
+    return "measured" if short else f"Measured in this study (mean{st.pm}std)"
+
+
+def notes(table: Table, st: Style) -> list[str]:
+    """Footnotes: only the ones that apply to what the table shows."""
+    rows = [r for b in table.blocks for r in b.rows]
+    cells = [c for r in rows if r.kind != "gap" for c in r.cells.values()]
+    out = []
+    if any(c.best for c in cells):
+        out.append(f"Bold: best per column (MAE: lower is better; all others higher).")
+    tested = [c for r in rows if r.kind == "measured" for c in r.cells.values() if c.p is not None]
+    if tested:
+        out.append(f"{st.sup(SIG)}: differs from {st.escape(table.reference_label or 'the reference')} "
+                   f"with Holm-adjusted {st.p_below(table.alpha)} (two-sided paired t-test over the seeds both "
+                   "finished; Holm across the rows of this table, per metric).")
+    untested = [r for r in rows if r.kind == "measured" and r.variant and any(
+        c.p is None and c.mean is not None for c in r.cells.values())]
+    if tested and len(untested) > 1:
+        out.append("Rows with fewer than two seeds in common with the reference are not tested.")
+    if table.paper_columns:
+        out.append(f"Paper: the DLF paper's number; {st.delta}: ours minus paper in points "
+                   f"(in brackets, in units of our std {st.sigma}).")
+    used = sorted({r.mark for r in rows if r.mark} | {c.mark for c in cells if c.mark}, key=len)
+    for mark in used:
+        out.append(f"{st.sup(mark)}: {SOURCE_NOTES.get(mark, 'see the paper')}.")
+    if any(b.kind == "reference" for b in table.blocks):
+        out.append(f"{st.dash}: not reported.")
+    return out
+
+
+def to_markdown(table: Table) -> str:
+    st = MARKDOWN
+    cols = [(g, c) for g in table.groups for c in g.columns]
+    head = ["Method"] + [" ".join(filter(None, [group_title(table, g, st), column_title(table, g, c, st)]))
+                         for g, c in cols]
+    if table.show_n:
+        head.insert(1, "n")
+    lines = [f"**{table.name}.** {caption(table, st)}", "",
+             "| " + " | ".join(head) + " |", "|:--" + "|--:" * (len(head) - 1) + "|"]
+    for block in table.blocks:
+        title = block_title(table, block, st)
+        if title:
+            lines.append(f"| *{title}* " + "| " * (len(head) - 1) + "|")
+        for row in block.rows:
+            cells = [row_label(row, st)] + [cell_text(row, c, st) for _, c in cols]
+            if table.show_n:
+                cells.insert(1, str(row.n) if row.kind == "measured" else "")
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += [""] + [f"{n}  " for n in notes(table, st)]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+CSV_FIELDS = ["study", "table", "block", "row", "kind", "variant", "dataset", "metric", "mean", "std",
+              "n", "ci_low", "ci_high", "p", "p_holm", "significant", "best", "paper", "gap", "gap_std",
+              "source_mark"]
+
+
+def to_csv(table: Table) -> str:
+    """One line per (row, metric) with every statistic, at full precision."""
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(CSV_FIELDS)
+    f = lambda x, spec=".6f": "" if x is None else format(x, spec)  # noqa: E731
+    for block in table.blocks:
+        for row in block.rows:
+            if row.kind == "gap":
+                continue
+            for col in (c for c in table.columns if c.kind == "value"):
+                cell = row.cells.get(col.key)
+                if cell is None:
+                    continue
+                lo, hi = cell.ci or (None, None)
+                out.writerow([table.study, table.name, block.title or "", row.label, row.kind,
+                              row.variant or "", col.dataset, col.metric, f(cell.mean), f(cell.std),
+                              cell.n if row.kind == "measured" else "", f(lo), f(hi), f(cell.p, ".6g"),
+                              f(cell.p_holm, ".6g"), str(cell.sig).lower() if cell.p_holm is not None else "",
+                              str(cell.best).lower(), f(cell.paper), f(cell.gap), f(cell.gap_std),
+                              cell.mark or row.mark])
+    return buf.getvalue()
+
+
+def to_rich(table: Table, max_columns: int = 6) -> list:
+    """rich Tables for the terminal (same cells; bold where the paper would bold). Wide tables
+    are split by column group, at most ``max_columns`` value columns each."""
+    chunks, current = [], []
+    for g in table.groups:
+        if current and sum(len(x.columns) for x in current) + len(g.columns) > max_columns:
+            chunks.append(current)
+            current = []
+        current.append(g)
+    chunks.append(current)
+    return [_rich_part(table, part, i == 0, i == len(chunks) - 1) for i, part in enumerate(chunks)]
+
+
+def _rich_part(table: Table, groups: list[ColumnGroup], first: bool, last: bool):
+    from rich.markup import escape
+    from rich.table import Table as RichTable
+
+    st = PLAIN
+    rt = RichTable(title=f"{table.name}: {caption(table, st)}" if first else None, title_justify="left",
+                   caption="\n".join(notes(table, st)) if last else None, caption_justify="left")
+    rt.add_column("Method", no_wrap=True)
+    if table.show_n:
+        rt.add_column("n", justify="right")
+    cols = [(g, c) for g in groups for c in g.columns]
+    for g, c in cols:
+        top = group_title(table, g, st) if c is g.columns[0] else ""
+        rt.add_column("\n".join(filter(None, [top, column_title(table, g, c, st)])) if top is not None
+                      else column_title(table, g, c, st), justify="right", no_wrap=True)
+    for block in table.blocks:
+        title = block_title(table, block, st, short=True)
+        if title:
+            rt.add_row(f"[italic]{escape(title)}[/italic]")
+        for row in block.rows:
+            cells = [_rich_cell(row, c) for _, c in cols]
+            n = [str(row.n) if row.kind == "measured" else ""] if table.show_n else []
+            rt.add_row(escape(row_label(row, st)), *n, *cells)
+        rt.add_section()
+    return rt
+
+
+def _rich_cell(row: Row, col: Column) -> str:
+    from rich.markup import escape
+
+    text = escape(cell_text(row, col, PLAIN))
+    cell = row.cells.get(col.key)
+    return f"[bold]{text}[/bold]" if cell and cell.best and col.kind == "value" and row.kind != "gap" else text

@@ -1,0 +1,177 @@
+"""Terminal front-end of ``dlf-ablate run`` / ``plan`` / ``ui``: rich progress and tables.
+
+The library calls (:func:`dlf.study.expand`, :func:`dlf.pool.run_study`, :func:`dlf.plan.plan_rows`)
+know nothing about terminals; this module turns their results and progress events into output.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from dlf.errors import DLFError
+
+
+def run_command(study: str, set_overrides: Mapping[str, Any], set_file: Path | None, workers: int | None,
+                devices: str | None, threads: int | None, tracking_uri: str | None, data_root: Path | None) -> int:
+    """Expand, run with live progress, print the summary; returns the exit code (0 all ok, 1 a run
+    failed, 130 interrupted)."""
+    from rich.console import Console
+
+    from dlf.pool import parse_devices, run_study
+    from dlf.study import expand, load_study
+    from dlf.tracking import resolve_tracking_uri
+
+    _check_counts(workers, threads)
+    spec = load_study(study)
+    specs = expand(spec, data_root=data_root, set_overrides=set_overrides, set_file=set_file)
+    uri = resolve_tracking_uri(tracking_uri)
+    console = Console(stderr=False)
+    with _Progress(console, spec.name, len(specs)) as view:
+        result = run_study(specs, uri, workers=workers, devices=parse_devices(devices), threads=threads, emit=view)
+    console.print(summary_table(result))
+    counts = result.counts()
+    console.print(", ".join(f"{n} {k}" for k, n in counts.items() if n or k != "not run") + f"  (tracking: {uri})")
+    if result.interrupted:
+        console.print("[yellow]interrupted: run the same command again to finish the missing runs[/]")
+        return 130
+    return 0 if result.ok else 1
+
+
+def _check_counts(workers: int | None, threads: int | None) -> None:
+    if workers is not None and workers < 1:
+        raise DLFError(f"--workers {workers}: give at least 1 worker process")
+    if threads is not None and threads < 1:
+        raise DLFError(f"--threads {threads}: give at least 1 thread per worker")
+
+
+class _Progress:
+    """Consumes dlf.pool events: an overall bar plus one line per busy worker (epoch, val MAE)."""
+
+    def __init__(self, console, study: str, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=console, transient=False)
+        self.overall = self.progress.add_task(f"[bold]{study}", total=total)
+        self.lines: dict[int, Any] = {}
+
+    def __enter__(self) -> _Progress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for task in self.lines.values():
+            self.progress.remove_task(task)
+        self.progress.__exit__(*exc)
+
+    def __call__(self, ev: dict) -> None:
+        kind = ev["type"]
+        if kind == "plan":
+            self.progress.update(self.overall, completed=ev["cached"])
+            if ev["cached"]:
+                self.console.print(f"{ev['cached']} of {ev['total']} runs already finished (cached)")
+        elif kind == "warning":
+            self.console.print(f"[yellow]warning:[/] {ev['message']}")
+        elif kind == "start":
+            self._line(ev["worker"], f"  {ev['spec'].title}", total=ev["spec"].config.train.max_epochs)
+        elif kind == "epoch":
+            mae = ev["metrics"].get("val_mae")
+            note = f"  val MAE {mae:.4f}" if mae is not None else ""
+            self.progress.update(self.lines[ev["worker"]], completed=ev["epoch"],
+                                 description=f"  {ev['spec'].title} epoch {ev['epoch']}{note}")
+        elif kind == "busy":
+            self.console.print(f"{ev['spec'].title}: another process is training this key; checking it again later")
+        elif kind == "done":
+            self._done(ev)
+
+    def _line(self, worker: int, text: str, total: int) -> None:
+        if worker in self.lines:
+            self.progress.reset(self.lines[worker], total=total, description=text)
+        else:
+            self.lines[worker] = self.progress.add_task(text, total=total)
+
+    def _done(self, ev: dict) -> None:
+        outcome, spec = ev["outcome"], ev["spec"]
+        self.progress.advance(self.overall)
+        if outcome.status == "failed":
+            self.console.print(f"[red]failed[/] {spec.title}: {outcome.error}")
+        elif outcome.status == "finished":
+            self.console.print(f"[green]done[/] {spec.title} ({outcome.train_seconds or 0:.1f} s)")
+
+
+def summary_table(result):
+    """Ran / cached / failed per run; cached runs are only counted when there are many."""
+    from rich.table import Table
+
+    table = Table(title="run summary", show_lines=False)
+    for col in ("status", "variant", "dataset", "seed", "key", "seconds", "note"):
+        table.add_column(col, justify="right" if col in ("seed", "seconds") else "left")
+    shown = [s for s in result.specs if result.outcomes.get(s.key) is None
+             or result.outcomes[s.key].status != "cached" or len(result.specs) <= 20]
+    for spec in shown:
+        out = result.outcomes.get(spec.key)
+        status = out.status if out else "not run"
+        style = {"failed": "red", "finished": "green", "not run": "yellow"}.get(status, "dim")
+        secs = f"{out.train_seconds:.1f}" if out and out.train_seconds is not None else ""
+        table.add_row(f"[{style}]{status}[/]", spec.variant, spec.dataset, str(spec.seed), spec.key[:10], secs,
+                      (out.error or "") if out else "")
+    hidden = len(result.specs) - len(shown)
+    if hidden:
+        table.caption = f"+ {hidden} cached runs not listed"
+    return table
+
+
+def plan_command(study: str, set_overrides: Mapping[str, Any], set_file: Path | None,
+                 tracking_uri: str | None, data_root: Path | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from dlf.plan import plan_rows
+    from dlf.study import expand, load_study
+    from dlf.tracking import resolve_tracking_uri
+
+    spec = load_study(study)
+    specs = expand(spec, data_root=data_root, set_overrides=set_overrides, set_file=set_file)
+    rows, total, source = plan_rows(specs, resolve_tracking_uri(tracking_uri))
+    table = Table(title=f"plan: {spec.name} ({len(specs)} runs)")
+    for col in ("key", "variant", "dataset", "seed", "status", "est. seconds", "cost from"):
+        table.add_column(col, justify="right" if col in ("seed", "est. seconds") else "left")
+    for r in rows:
+        table.add_row(r.spec.key[:10], r.spec.variant, r.spec.dataset, str(r.spec.seed),
+                      "[dim]cached[/]" if r.cached else "pending",
+                      "" if r.seconds is None else f"{r.seconds:.0f}", r.source)
+    console = Console()
+    console.print(table)
+    pending = sum(not r.cached for r in rows)
+    console.print(f"{pending} pending, {len(rows) - pending} cached; estimated {total / 60:.1f} min of training "
+                  f"for the pending runs on one worker ({source})")
+
+
+def ui_command(study: str | None, tracking_uri: str | None, host: str, port: int) -> tuple[list[str] | None, str]:
+    """(command to run or None when the store is already a server, URL to open)."""
+    from dlf.tracking import local_state_dir, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        return None, uri
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise DLFError(f"no tracking store at {uri}; run a study first, or pass --tracking-uri")
+    url = f"http://{host}:{port}"
+    if study:
+        url += _experiment_fragment(study, uri)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
+           "--default-artifact-root", (local_state_dir(uri) / "mlartifacts").as_uri()]
+    return cmd, url
+
+
+def _experiment_fragment(study: str, uri: str) -> str:
+    from dlf.study import load_study
+    from dlf.tracking import client
+
+    name = load_study(study).name
+    exp = client(uri).get_experiment_by_name(name)
+    if exp is None:
+        raise DLFError(f"study {name!r} has no runs in {uri} yet; run it first (dlf-ablate run {study})")
+    return f"/#/experiments/{exp.experiment_id}"

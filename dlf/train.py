@@ -1,0 +1,215 @@
+"""One training run under the official DLF protocol, as a library call (no MLflow, no rich).
+
+Protocol (defaults in ``dlf.config.TrainConfig``, read from the official trainer): Adam (lr 1e-4, no
+weight decay) over all trainable parameters; micro-batches of 16 drawn from a per-epoch random
+permutation; gradients accumulated over 10 micro-batches (losses summed, gradients zeroed at the
+first of each group, one optimizer step after the 10th); element-wise value clipping at 0.6 after
+EVERY micro-batch backward, i.e. on the running accumulated gradient; ReduceLROnPlateau (min,
+factor 0.5, patience 5) stepped once per epoch on the validation loss; early stopping after
+``patience`` epochs without an improvement of at least ``min_delta``; the selected weights are those
+of the best validation epoch and the test split is evaluated once, on them.
+
+Deliberate differences from the official code, both about measurement, not about training:
+- The validation loss is the sample-weighted mean |pred - label| over the unshuffled split (= MAE).
+  The official value is a mean of batch means over a shuffled loader, which over-weights the last,
+  smaller batch and changes with the shuffle.
+- The test split is never evaluated per epoch (the official trainer logs it every epoch).
+
+Kept as official: the < ``accumulation`` micro-batches left at the end of an epoch are run forward
+and backward but their gradients are discarded (the official end-of-epoch step can never fire); the
+next epoch zeroes them. An epoch with fewer micro-batches than ``accumulation`` would never step, so
+that configuration is refused.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import torch
+
+from dlf.config import RunConfig
+from dlf.errors import DLFError
+from dlf.evaluate_loop import SplitTensors, evaluate, predict
+
+# on_epoch(epoch, metrics) after each epoch's validation; it may raise to stop the run.
+EpochSink = Callable[[int, dict[str, float]], None]
+# progress(kind, done, total, info): kind 'step' after each micro-batch (done/total micro-batches of
+# the epoch, info {}), kind 'epoch' after each epoch (done = epoch, total = train.max_epochs, info =
+# the epoch's metrics). Front-ends render it; the core never prints.
+ProgressFn = Callable[[str, int, int, Mapping[str, float]], None]
+
+__all__ = ["Runtime", "TrainResult", "train_run", "resolve_device", "predict", "evaluate", "SplitTensors"]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Runtime-only settings: they never change a result's identity (not part of a run key)."""
+
+    device: str = "auto"  # 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...
+    threads: int | None = None  # torch intra-op threads for this run; None keeps the current setting
+    progress: bool = True  # whether a front-end should render progress (the core only calls callbacks)
+
+
+@dataclass
+class TrainResult:
+    config: RunConfig
+    best_epoch: int
+    epochs: int
+    val: dict[str, float]  # msa_metrics of the selected epoch on the validation split
+    test: dict[str, float]  # msa_metrics of the selected weights on the test split (evaluated once)
+    history: list[dict[str, float]]  # one dict per epoch, names as in docs/contracts.md
+    test_predictions: dict[str, Any]  # {"id": list[str], "label": ndarray, "pred": ndarray}
+    state_dict: dict[str, torch.Tensor]  # selected weights, on the CPU
+    train_seconds: float
+    stopped_early: bool
+    device: str = field(default="cpu")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU; an unavailable or unknown device is a DLFError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DLFError(f"--device {name!r}: unknown device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DLFError(f"--device {name!r}: CUDA is not available on this machine; use --device cpu or auto")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+@contextlib.contextmanager
+def torch_settings(device: torch.device, threads: int | None) -> Iterator[None]:
+    """Thread count and determinism for one run; the previous global settings are restored after."""
+    old_threads = torch.get_num_threads()
+    old_det = torch.are_deterministic_algorithms_enabled()
+    old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    old_cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        if device.type == "cpu":
+            # Harmless on the CPU (every op used here has a deterministic kernel); on CUDA it would
+            # demand CUBLAS_WORKSPACE_CONFIG and slow scatter ops, so there only cuDNN is pinned.
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        else:
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old_cudnn
+
+
+def train_run(cfg: RunConfig, dataset: Any, runtime: Runtime = Runtime(), on_epoch: EpochSink | None = None,
+              progress: ProgressFn | None = None) -> TrainResult:
+    """Train one model on ``dataset`` (an ``MSADataset``) under ``cfg`` and evaluate the selected epoch."""
+    from dlf.model import build_model
+
+    device = resolve_device(runtime.device)
+    with torch_settings(device, runtime.threads):
+        seed_everything(cfg.seed)
+        model = build_model(cfg, dataset.dims, dataset.seq_lens).to(device)
+        splits = {name: SplitTensors.from_split(dataset.splits[name], cfg.model.text_encoder, device)
+                  for name in ("train", "valid", "test")}
+        _check_steps(cfg, splits["train"].n, getattr(dataset, "display_name", "the dataset"))
+        start = time.perf_counter()
+        history, best_epoch, best_state, stopped = _fit(model, cfg, splits, on_epoch, progress)
+        train_seconds = time.perf_counter() - start
+        model.load_state_dict(best_state)
+        test_pred, test_metrics = evaluate(model, splits["test"], cfg.train.eval_batch_size)
+    best = history[best_epoch - 1]
+    return TrainResult(
+        config=cfg, best_epoch=best_epoch, epochs=len(history),
+        val={k[4:]: v for k, v in best.items() if k.startswith("val_") and k != "val_loss"},
+        test=test_metrics, history=history,
+        test_predictions={"id": list(dataset.splits["test"].ids), "label": splits["test"].labels_numpy(),
+                          "pred": test_pred},
+        state_dict={k: v.detach().cpu().clone() for k, v in best_state.items()},
+        train_seconds=train_seconds, stopped_early=stopped, device=str(device))
+
+
+def _check_steps(cfg: RunConfig, n_train: int, name: str) -> None:
+    micro = math.ceil(n_train / cfg.train.batch_size)
+    if micro < cfg.train.accumulation:
+        raise DLFError(
+            f"train.accumulation={cfg.train.accumulation}: {name} has only {micro} training micro-batches of "
+            f"{cfg.train.batch_size} per epoch, so no optimizer step would ever run; "
+            f"set train.accumulation to at most {micro} (e.g. --set train.accumulation=1)")
+
+
+def _fit(model: torch.nn.Module, cfg: RunConfig, splits: Mapping[str, SplitTensors],
+         on_epoch: EpochSink | None, progress: ProgressFn | None):
+    """The epoch loop: train, validate, schedule, select, stop. Returns history and the best weights."""
+    t = cfg.train
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=t.plateau_factor, patience=t.plateau_patience)
+    shuffle = torch.Generator().manual_seed(cfg.seed)  # CPU generator: same order on every device
+    history: list[dict[str, float]] = []
+    best_loss, best_epoch, best_state = math.inf, 0, None
+    for epoch in range(1, t.max_epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        metrics = _train_epoch(model, optimizer, params, cfg, splits["train"], shuffle, epoch, progress)
+        _, val_metrics = evaluate(model, splits["valid"], t.eval_batch_size, epoch=epoch)
+        metrics["val_loss"] = val_metrics["mae"]  # sample-weighted mean L1 of the final head
+        metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
+        metrics["lr"] = lr
+        history.append(metrics)
+        if metrics["val_loss"] < best_loss - t.min_delta:
+            best_loss, best_epoch = metrics["val_loss"], epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if on_epoch is not None:
+            on_epoch(epoch, dict(metrics))
+        if progress is not None:
+            progress("epoch", epoch, t.max_epochs, metrics)
+        scheduler.step(metrics["val_loss"])
+        if epoch - best_epoch >= t.patience:
+            return history, best_epoch, best_state, True
+    return history, best_epoch, best_state, False
+
+
+def _train_epoch(model, optimizer, params, cfg: RunConfig, data: SplitTensors, shuffle: torch.Generator,
+                 epoch: int, progress: ProgressFn | None) -> dict[str, float]:
+    """One pass over the training split; returns sample-weighted mean loss terms as train_<term>."""
+    from dlf.losses import loss_terms
+
+    t = cfg.train
+    model.train()
+    order = torch.randperm(data.n, generator=shuffle).to(data.device)
+    batches = order.split(t.batch_size)
+    names: list[str] | None = None
+    sums: torch.Tensor | None = None  # running sums on the device: no host sync per micro-batch
+    for i, idx in enumerate(batches):
+        if i % t.accumulation == 0:
+            optimizer.zero_grad(set_to_none=True)
+        inputs, labels = data.take(idx)
+        terms = loss_terms(model(*inputs), labels, cfg)
+        terms["total"].backward()
+        torch.nn.utils.clip_grad_value_(params, t.clip_value)
+        if (i + 1) % t.accumulation == 0:
+            optimizer.step()
+        names = names or list(terms)
+        values = torch.stack([terms[k].detach().float() for k in names]) * len(idx)
+        sums = values if sums is None else sums + values
+        if progress is not None:
+            progress("step", i + 1, len(batches), {})
+    means = dict(zip(names, (sums / data.n).tolist()))
+    if not math.isfinite(means["total"]):
+        raise DLFError(f"epoch {epoch}: the training loss became {means['total']} (not finite); "
+                       f"lower train.lr or check the input features for NaN/inf values")
+    out = {"train_loss": means.pop("total")}
+    out.update({f"train_{k}": v for k, v in means.items()})
+    return out

@@ -1,0 +1,385 @@
+"""``dlf-ablate worker``: claim runs from the PostgreSQL queue, execute them, record the result.
+
+A worker holds at most one run. While it trains, a thread refreshes the claim's heartbeat on its
+own connection; if the row turns out to belong to someone else (this worker was silent past its
+stale interval and was reclaimed), the run is interrupted rather than trained twice to the end.
+
+SIGTERM / SIGINT: a run in progress is interrupted and its row released (back to pending, the
+attempt not counted), then the worker exits. Between runs the signal just ends the loop: nothing
+is interrupted inside a database transaction. The tracking server is checked after each claim; if
+it does not answer, the row is released and the worker stops with one error line.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from dlf.errors import DLFError
+from dlf.queue import Claim, Queue, group_states
+
+
+class WorkerStop(KeyboardInterrupt):
+    """SIGTERM/SIGINT arrived while a run was in progress (a KeyboardInterrupt, so that code that
+    cleans up after Ctrl-C, such as ending an MLflow run as KILLED, does so here too)."""
+
+
+class ClaimLost(KeyboardInterrupt):
+    """Another worker reclaimed the run this one is training."""
+
+
+@dataclass
+class WorkerOptions:
+    queue_url: str
+    tracking_uri: str | None = None  # overrides the URI stored with each queued run
+    study: str | None = None  # only claim runs of this study
+    follow: bool = False  # keep polling when the queue is drained
+    poll: float = 5.0  # seconds between claims while nothing is claimable
+    stale: float = 60.0  # others may reclaim this worker's run after this long without a heartbeat
+    device: str = "auto"
+    threads: int | None = None
+    data_root: str | None = None
+
+
+@dataclass
+class WorkerReport:
+    worker: str
+    done: list[str] = field(default_factory=list)  # run names finished (or found already finished)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (name, error)
+    lost: list[str] = field(default_factory=list)  # reclaimed by another worker while running
+    gave_up: list[str] = field(default_factory=list)  # failed with no attempt left
+    stopped_by: str | None = None  # signal name when stopped by SIGTERM/SIGINT
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def heartbeat_interval(stale: float) -> float:
+    """A quarter of the stale interval, so three beats can be missed before a reclaim."""
+    return min(max(stale / 4.0, 0.2), 15.0)
+
+
+class _Signals:
+    """Turns SIGTERM/SIGINT into a stop request, raised as WorkerStop only while a run is executing."""
+
+    def __init__(self) -> None:
+        self.stop: str | None = None
+        self.in_run = False
+        self.lost = False
+        self.wake = threading.Event()
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_Signals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.lost:  # sent by the heartbeat thread: the claim is gone
+            self.lost = False
+            if self.in_run:
+                raise ClaimLost()
+            return
+        self.stop = signal.Signals(signum).name
+        self.wake.set()
+        if self.in_run:
+            raise WorkerStop(self.stop)
+
+    def claim_lost(self) -> None:
+        self.lost = True
+        # A real signal to the main thread (not interrupt_main) so that a blocking call wakes up.
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+
+class _Heartbeat:
+    """Refreshes one claim from a thread, on its own connection, until the run ends."""
+
+    def __init__(self, queue: Queue, key: str, worker: str, interval: float, on_lost: Callable[[], None]):
+        self.queue, self.key, self.worker, self.interval, self.on_lost = queue, key, worker, interval, on_lost
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dlf-heartbeat", daemon=True)
+
+    def __enter__(self) -> "_Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                owned = self.queue.heartbeat(self.key, self.worker)
+            except DLFError:
+                continue  # database briefly unreachable: try again next beat
+            if not owned:
+                self.on_lost()
+                return
+
+
+def tracking_problem(uri: str, timeout: float = 10.0) -> str | None:
+    """None when the tracking server answers (or ``uri`` is not a server), else why not."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
+        return None  # it answered (an auth proxy, an old server without /health): reachable
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        return f"tracking server {uri} unreachable ({reason})"
+
+
+def localize(spec: Any, data_root: str | None) -> Any:
+    """Point a RunSpec at this host's copy of its data, checked against the enqueued fingerprint.
+
+    The enqueuing host resolved ``data_path``; another host may keep the data elsewhere (its own
+    ``--data-root``, its own synthetic cache), so a missing path is resolved again here.
+    """
+    import dataclasses
+
+    if Path(spec.data_path).is_file() and data_root is None:
+        return spec
+    from dlf.data import file_fingerprint, resolve_dataset
+
+    ref = resolve_dataset(spec.dataset, spec.config.data, data_root=data_root)
+    fingerprint = file_fingerprint(ref.path)
+    if fingerprint != spec.data_fingerprint:
+        raise DLFError(f"{ref.path}: data fingerprint {fingerprint[:12]} differs from the enqueued "
+                       f"{spec.data_fingerprint[:12]} ({spec.dataset}); give this host the same data file")
+    return dataclasses.replace(spec, data_path=str(ref.path))
+
+
+def _default_execute(spec: Any, tracking_uri: str, runtime: Any) -> Any:
+    from dlf.executor import execute_run
+
+    return execute_run(spec, tracking_uri, runtime)
+
+
+def _close_parent(queue: Queue, spec: Any, uri: str) -> None:
+    """Close the (variant, dataset) parent run once every seed row of it is final.
+
+    Checked after this worker's own update committed, so of two workers finishing the last two
+    seeds at once at least the later one sees both final. Cosmetic: errors are ignored.
+    """
+    from dlf import tracking
+
+    try:
+        states = group_states(queue, spec.study, spec.variant, spec.dataset)
+        if not states or any(s in ("pending", "running") for s in states):
+            return
+        c = tracking.client(uri)
+        exp = tracking.ensure_experiment(c, spec.study, uri)
+        parent, _ = tracking.ensure_parents(c, exp, [spec])[(spec.variant, spec.dataset)]
+        tracking.close_parent(c, parent, ["finished" if s == "done" else "failed" for s in states])
+    except Exception:  # noqa: BLE001 - the seed runs carry the results
+        pass
+
+
+def _decode(d: dict) -> Any:
+    from dlf.study import RunSpec
+
+    return RunSpec.from_dict(d)
+
+
+def _retry(fn: Callable[[], Any], tries: int = 3, delay: float = 2.0) -> Any:
+    """Retry a row update whose connection dropped (each update only touches a row we own)."""
+    for attempt in range(tries):
+        try:
+            return fn()
+        except DLFError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(delay)
+
+
+class Worker:
+    """One claim-execute-record loop. ``execute``/``decode`` default to the real executor and
+    RunSpec; tests pass stand-ins."""
+
+    def __init__(self, opts: WorkerOptions, execute: Callable | None = None, decode: Callable | None = None,
+                 localize_fn: Callable | None = None, close_parent: Callable | None = None, runtime: Any = None,
+                 on_event: Callable[[str], None] = lambda line: None) -> None:
+        self.opts = opts
+        self.execute = execute or _default_execute
+        self.decode = decode or _decode
+        self.localize = localize_fn or (lambda spec: localize(spec, opts.data_root))
+        self.close_parent = close_parent or _close_parent
+        self.runtime = runtime
+        self.say = on_event
+        self.id = worker_id()
+        self.report = WorkerReport(self.id)
+
+    def run(self) -> WorkerReport:
+        if self.runtime is None:
+            from dlf.train import Runtime
+
+            self.runtime = Runtime(device=self.opts.device, threads=self.opts.threads, progress=False)
+        queue = Queue(self.opts.queue_url)
+        beats = Queue(self.opts.queue_url)  # the heartbeat thread's own connection
+        with queue, beats, _Signals() as sig:
+            queue.ensure_schema()
+            while sig.stop is None:
+                claim = queue.claim(self.id, self.opts.stale, self.opts.study, self.decode)
+                if claim is not None and sig.stop is not None:  # stopped during the claim itself
+                    _retry(lambda: queue.release(claim.key, self.id, f"worker {self.id} stopped by {sig.stop}"))
+                elif claim is not None:
+                    self._process(queue, beats, sig, claim)
+                elif self.opts.follow or not self._drained(queue):
+                    sig.wake.wait(self.opts.poll)
+                else:
+                    break
+            self.report.stopped_by = sig.stop
+        return self.report
+
+    def _drained(self, queue: Queue) -> bool:
+        """Nothing pending and nothing running anywhere: a run in flight elsewhere may still come
+        back (failed and retried, or reclaimed when its worker dies), so idle workers wait for it."""
+        counts = queue.counts(self.opts.study)
+        return counts["pending"] == 0 and counts["running"] == 0
+
+    def _process(self, queue: Queue, beats: Queue, sig: _Signals, claim: Claim) -> None:
+        uri = self.opts.tracking_uri or claim.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+        problem = tracking_problem(uri) if uri else "no tracking URI: pass --tracking-uri"
+        if problem:
+            _retry(lambda: queue.release(claim.key, self.id, problem))
+            raise DLFError(f"{problem}; released {claim.name} back to the queue")
+        try:
+            spec = self.localize(claim.spec)
+        except DLFError as err:
+            self._failed(queue, claim, str(err))
+            return
+        self.say(f"{self.id}: {claim.name} (attempt {claim.attempts}/{claim.max_attempts})")
+        interval = heartbeat_interval(self.opts.stale)
+        on_lost = sig.claim_lost if sig._old else (lambda: None)
+        try:
+            with _Heartbeat(beats, claim.key, self.id, interval, on_lost):
+                sig.in_run = True
+                outcome = self.execute(spec, uri, self.runtime)
+                sig.in_run = False
+        except WorkerStop:
+            _retry(lambda: queue.release(claim.key, self.id, f"worker {self.id} stopped by {sig.stop}"))
+            self.say(f"{self.id}: stopped by {sig.stop}; released {claim.name}")
+            return
+        except ClaimLost:
+            self.report.lost.append(claim.name)
+            self.say(f"{self.id}: {claim.name} was reclaimed by another worker; dropped it")
+            return
+        finally:
+            sig.in_run = False
+        self._record(queue, claim, spec, outcome, uri)
+
+    def _record(self, queue: Queue, claim: Claim, spec: Any, outcome: Any, uri: str) -> None:
+        if outcome.status in ("finished", "cached"):
+            _retry(lambda: queue.finish(claim.key, self.id, outcome.run_id, outcome.seconds))
+            self.report.done.append(claim.name)
+            self.say(f"{self.id}: {claim.name} {outcome.status} ({outcome.seconds or 0:.1f}s)")
+            self.close_parent(queue, spec, uri)
+            return
+        problem = tracking_problem(uri)
+        if problem:  # the run failed because the server went away: not the run's fault
+            _retry(lambda: queue.release(claim.key, self.id, problem))
+            raise DLFError(f"{problem}; released {claim.name} back to the queue")
+        if self._failed(queue, claim, outcome.error or "failed") == "failed":
+            self.close_parent(queue, spec, uri)
+
+    def _failed(self, queue: Queue, claim: Claim, error: str) -> str | None:
+        state = _retry(lambda: queue.fail(claim.key, self.id, error))
+        self.report.failed.append((claim.name, error))
+        if state == "failed":
+            self.report.gave_up.append(claim.name)
+        retry = "will be retried" if state == "pending" else "no attempt left"
+        self.say(f"{self.id}: {claim.name} failed ({retry}): {error}")
+        return state
+
+
+def run_worker(opts: WorkerOptions, on_event: Callable[[str], None] = lambda line: None) -> WorkerReport:
+    return Worker(opts, on_event=on_event).run()
+
+
+def physical_gpu(index: str) -> str:
+    """GPU ``index`` counted within an inherited CUDA_VISIBLE_DEVICES (as Slurm sets it)."""
+    inherited = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    if not inherited:
+        return index
+    if int(index) >= len(inherited):
+        raise DLFError(f"--devices {index}: only {len(inherited)} GPUs are visible "
+                       f"(CUDA_VISIBLE_DEVICES={','.join(inherited)}); use indices 0..{len(inherited) - 1}")
+    return inherited[int(index)]
+
+
+def pin_gpu(index: str) -> None:
+    """Make one GPU the only visible one; before torch initialises CUDA."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = physical_gpu(index)
+
+
+def start_workers(opts: WorkerOptions, devices: str | None, on_event: Callable[[str], None]) -> int:
+    """Run one worker here, or one child worker per GPU of ``devices``; the exit code."""
+    from dlf.pool import cpu_cores, parse_devices, thread_budget
+
+    parsed = parse_devices(devices)
+    gpus = parsed if parsed and parsed != ["cpu"] else None
+    if gpus and len(gpus) > 1:
+        threads = opts.threads or thread_budget(len(gpus), cpu_cores())[0]
+        return _spawn_per_gpu(opts, [physical_gpu(g) for g in gpus], threads)
+    if gpus:
+        pin_gpu(gpus[0])
+        opts.device = "cuda"
+    elif parsed == ["cpu"]:
+        opts.device = "cpu"
+    opts.threads = opts.threads or thread_budget(1, cpu_cores())[0]
+    report = Worker(opts, on_event=on_event).run()
+    ending = f"stopped by {report.stopped_by}" if report.stopped_by else "queue drained"
+    on_event(f"{report.worker}: {len(report.done)} done, {len(report.gave_up)} failed, "
+             f"{len(report.lost)} reclaimed by others; {ending}")
+    if report.stopped_by:
+        return 128 + signal.Signals[report.stopped_by].value
+    return 1 if report.gave_up else 0
+
+
+def _spawn_per_gpu(opts: WorkerOptions, physical: list[str], threads: int) -> int:
+    """One ``dlf-ablate worker --devices 0`` child per GPU; signals are forwarded to the children."""
+    import subprocess
+    import sys
+
+    args = ["worker", "--devices", "0", "--poll", str(opts.poll), "--stale", str(opts.stale),
+            "--threads", str(threads)]
+    for flag, value in (("--tracking-uri", opts.tracking_uri), ("--study", opts.study), ("--data-root", opts.data_root)):
+        if value:
+            args += [flag, value]
+    args += ["--follow"] if opts.follow else []
+    children = []
+    for gpu in physical:
+        # The queue URL (it may hold a password) goes through the environment, not the argv.
+        env = {**os.environ, "DLF_QUEUE": opts.queue_url, "CUDA_VISIBLE_DEVICES": gpu,
+               "OMP_NUM_THREADS": str(threads)}
+        children.append(subprocess.Popen([sys.executable, "-c", "from dlf.cli import main; main()", *args], env=env))
+
+    def forward(signum: int, frame: Any) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        codes = [child.wait() for child in children]
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    return max(codes, key=abs)

@@ -1,0 +1,75 @@
+"""Shared test set-up: few torch threads, an isolated cache/home, and tiny synthetic MMSA pickles.
+
+Every test session gets its own ``DLF_CACHE`` and ``DLF_HOME`` (so nothing touches
+``~/.cache/dlf-ablate`` or ``./.dlf``), no ``MLFLOW_TRACKING_URI`` and no ``DLF_DATA_ROOT``.
+Subprocesses started by tests inherit the same environment.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(2)  # the CI machine has 2 shared cores
+
+TINY_MOSI_SCALE = 0.04  # MOSI 1284/229/686 -> 51/9/27
+TINY_MOSEI_SCALE = 0.003  # MOSEI 16326/1871/4659 -> 49/8/14
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_environment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dlf-env")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DLF_CACHE", str(root / "cache"))
+        mp.setenv("DLF_HOME", str(root / "home"))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("DLF_DATA_ROOT", raising=False)
+        yield root
+
+
+def _tiny(tmp_path_factory, family: str, aligned: bool, scale: float) -> Path:
+    from dlf.synthetic import write_synthetic
+
+    kind = "aligned" if aligned else "unaligned"
+    out = tmp_path_factory.mktemp("data") / f"tiny_{family}_{kind}.pkl"
+    return write_synthetic(family, out, aligned=aligned, scale=scale, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_mosi(tmp_path_factory) -> Path:
+    """Aligned synthetic MOSI pickle, 51/9/27 samples."""
+    return _tiny(tmp_path_factory, "mosi", True, TINY_MOSI_SCALE)
+
+
+@pytest.fixture(scope="session")
+def tiny_mosi_unaligned(tmp_path_factory) -> Path:
+    """Unaligned synthetic MOSI pickle (audio 375, vision 500 steps, with lengths), 51/9/27 samples."""
+    return _tiny(tmp_path_factory, "mosi", False, TINY_MOSI_SCALE)
+
+
+@pytest.fixture(scope="session")
+def tiny_mosei(tmp_path_factory) -> Path:
+    """Aligned synthetic MOSEI pickle (widths 768/74/35), 49/8/14 samples."""
+    return _tiny(tmp_path_factory, "mosei", True, TINY_MOSEI_SCALE)
+
+
+@pytest.fixture
+def mmsa_variant(tmp_path):
+    """``make(src, mutate, name)``: a copy of pickle ``src`` after ``mutate(dict)``, for bad-input tests.
+
+    ``mutate`` edits the dict in place and returns None, or returns the object to write instead.
+    """
+    import pickle
+
+    def make(src: Path, mutate, name: str = "variant.pkl") -> Path:
+        with open(src, "rb") as fh:
+            data = pickle.load(fh)
+        replacement = mutate(data)
+        data = data if replacement is None else replacement
+        out = tmp_path / name
+        with open(out, "wb") as fh:
+            pickle.dump(data, fh, protocol=4)
+        return out
+
+    return make

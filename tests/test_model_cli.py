@@ -1,0 +1,105 @@
+"""`dlf-ablate train`, `model summary` and `ablations` as a user runs them."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dlf.cli import app
+from dlf.metrics import METRIC_KEYS
+
+MOSI_FULL, MOSEI_FULL = 1_628_605, 1_576_905
+ALIGN_C_MOSI = 3 * (50 * 46 * 50 + 50)  # the triplet projections Linear(50*T', 50) that wo_lm must not build
+FAST = ["--set", "data.scale=0.04", "--set", "train.accumulation=1", "--set", "train.max_epochs=2",
+        "--set", "model.n_levels=1", "--set", "model.mem_levels=1", "--threads", "1", "--device", "cpu"]
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DLF_ABLATIONS", raising=False)
+    return tmp_path
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """The installed entry point in a fresh process (real stdout/stderr, real exit code)."""
+    return subprocess.run([sys.executable, "-c", "from dlf.cli import main; main()", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def invoke(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.stdout
+
+
+def test_train_json_is_one_object_on_stdout_and_save_writes_a_checkpoint(env):
+    from dlf.checkpoint import load_checkpoint
+
+    proc = cli("train", "--dataset", "synthetic-mosi", "--variant", "l_and_a", "--seed", "3", *FAST,
+               "--save", str(env / "run.pt"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)  # the whole of stdout is one JSON document
+    assert set(out) == {"val", "test", "best_epoch", "epochs"}
+    assert set(out["val"]) == set(METRIC_KEYS) == set(out["test"])
+    assert out["epochs"] == 2 and 1 <= out["best_epoch"] <= 2
+    model, cfg, meta = load_checkpoint(env / "run.pt")
+    assert cfg.seed == 3 and cfg.model.modalities == ("l", "a") and cfg.model.n_levels == 1
+
+
+def test_train_prints_a_metrics_table(env):
+    stdout = invoke("train", "-d", "synthetic-mosi", "-v", "only_v", *FAST)
+    assert "only_v on synthetic-MOSI" in stdout
+    for label in ("Acc-7", "Acc-2 (non0)", "F1 (non0)", "Corr", "MAE"):
+        assert label in stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "-d", "synthetic-mosi", "--set", "loss.lambda_q=0"], "--set: unknown override path 'loss.lambda_q'"),
+    (["train", "-d", "synthetic-mosi", "--set", "model.modalities=[x]"], "--set: model.modalities: expected"),
+    (["train", "-d", "synthetic-mosi", "--variant", "wo_all"], "unknown variant 'wo_all'; known variants: full"),
+    (["model", "summary", "--set", "train.lr"], "--set 'train.lr': expected key=value"),
+])
+def test_bad_input_exits_2_with_one_line(env, args, message):
+    proc = cli(*args)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"error: {message}") and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stdout == ""
+
+
+def test_model_summary_counts_match_the_official_used_modules():
+    mosi = json.loads(invoke("model", "summary", "--json"))
+    assert set(mosi) == {"total", "text_encoder", "components"}
+    assert (mosi["total"], mosi["text_encoder"]) == (MOSI_FULL, 0)
+    assert sum(mosi["components"].values()) == MOSI_FULL
+    mosei = json.loads(invoke("model", "summary", "--dataset", "synthetic-mosei", "--json"))
+    assert mosei["total"] == MOSEI_FULL
+    wo_lm = json.loads(invoke("model", "summary", "--variant", "wo_lm", "--json"))
+    assert wo_lm["total"] == MOSI_FULL - ALIGN_C_MOSI
+    table = invoke("model", "summary")
+    assert f"{MOSI_FULL:,}" in table
+
+
+def test_model_summary_set_parses_yaml_values():
+    by_set = json.loads(invoke("model", "summary", "--set", "model.modalities=[l, a]", "--json"))
+    by_variant = json.loads(invoke("model", "summary", "--variant", "l_and_a", "--json"))
+    assert by_set == by_variant and by_set["total"] < MOSI_FULL
+
+
+def test_ablations_lists_catalogue_with_overrides_and_counts(env):
+    (env / "ablations").mkdir()
+    (env / "ablations" / "half_lr.yaml").write_text(yaml.safe_dump(
+        {"name": "half_lr", "label": "lr/2", "group": "Mine", "order": 500, "overrides": {"train.lr": 5e-5}}))
+    rows = {r["name"]: r for r in json.loads(invoke("ablations", "--json"))}
+    assert rows["full"]["parameters"] == MOSI_FULL and rows["full"]["overrides"] == {}
+    assert rows["wo_lm"]["parameters"] == MOSI_FULL - ALIGN_C_MOSI
+    assert rows["only_a"]["overrides"] == {"model.modalities": ["a"]}
+    assert rows["only_a"]["parameters"] < rows["l_and_a"]["parameters"] < MOSI_FULL
+    assert rows["wo_lr"]["parameters"] == MOSI_FULL  # a loss weight removes no module
+    assert rows["half_lr"]["parameters"] == MOSI_FULL and rows["half_lr"]["group"] == "Mine"
+    table = invoke("ablations")
+    assert "model.modalities=[a]" in table and "half_lr" in table

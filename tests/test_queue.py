@@ -1,0 +1,261 @@
+"""The PostgreSQL work queue against a real server: claims, heartbeats, reclaims, retries, and the
+worker loop with a stand-in run function (the real executor is exercised in test_cluster.py)."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from types import SimpleNamespace
+
+import pytest
+
+from dlf.errors import DLFError
+from dlf.queue import Queue, check_url, redact
+from dlf.worker import Worker, WorkerOptions, heartbeat_interval, tracking_problem
+
+try:
+    from tests.servers import PostgresServer, free_port, pg_missing_reason
+except ImportError:  # tests/ is not a package and the repo root is not on sys.path
+    from servers import PostgresServer, free_port, pg_missing_reason
+
+pytestmark = pytest.mark.cluster
+if pg_missing_reason():
+    pytest.skip(pg_missing_reason(), allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def pg():
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def url(pg):
+    return pg.create_db(f"q_{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture
+def queue(url):
+    q = Queue(url)
+    q.ensure_schema()
+    yield q
+    q.close()
+
+
+def rows(n, study="s"):
+    return [(f"k{i}", study, f"v@d#{i}", {"n": i}) for i in range(n)]
+
+
+def row(queue, key):
+    return {r.key: r for r in queue.rows()}[key]
+
+
+def test_enqueue_once_keeps_done_and_requeues_failed(queue):
+    assert queue.enqueue(rows(3), "http://t", max_attempts=1) == {"added": 3, "requeued": 0, "kept": 0}
+    done = queue.claim("w:1", 30)
+    assert queue.finish(done.key, "w:1", "run1", 1.5)
+    failed = queue.claim("w:1", 30)
+    assert queue.fail(failed.key, "w:1", "boom") == "failed"  # max_attempts=1: no retry
+    assert queue.counts() == {"pending": 1, "running": 0, "done": 1, "failed": 1}
+    assert queue.enqueue(rows(4), "http://t") == {"added": 1, "requeued": 1, "kept": 2}
+    r = row(queue, failed.key)
+    assert (r.state, r.attempts, r.error, r.worker) == ("pending", 0, None, None)
+    assert row(queue, done.key).state == "done"
+    assert queue.counts()["pending"] == 3
+
+
+def test_claim_order_fields_and_drain(queue):
+    queue.enqueue(rows(2), "http://tracking:5000")
+    first = queue.claim("w:1", 30, decode=lambda d: d["n"] * 10)
+    assert (first.key, first.name, first.spec, first.tracking_uri, first.attempts) == ("k0", "v@d#0", 0, "http://tracking:5000", 1)
+    assert queue.claim("w:2", 30).key == "k1"
+    assert queue.claim("w:3", 30) is None  # both running with fresh heartbeats
+    r = row(queue, "k0")
+    assert (r.state, r.worker, r.workers) == ("running", "w:1", ("w:1",))
+    assert 0 <= r.heartbeat_age < 5
+
+
+def test_concurrent_claims_never_share_a_key(url, queue):
+    queue.enqueue(rows(40), None)
+    claimed: dict[str, list[str]] = {}
+
+    def grab(name):
+        q = Queue(url)
+        mine = claimed.setdefault(name, [])
+        while (c := q.claim(name, 30)) is not None:
+            mine.append(c.key)
+        q.close()
+
+    threads = [threading.Thread(target=grab, args=(f"w:{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    keys = [k for ks in claimed.values() for k in ks]
+    assert sorted(keys) == sorted(f"k{i}" for i in range(40))  # every key once, none twice
+    assert sum(1 for ks in claimed.values() if ks) >= 2  # the claims really interleaved
+
+
+def test_silent_owner_is_reclaimed_and_cannot_overwrite(queue):
+    queue.enqueue(rows(1), None)
+    a = queue.claim("host-a:1", stale_s=0.5)
+    assert queue.claim("host-b:2", stale_s=30) is None  # still fresh
+    time.sleep(0.8)
+    b = queue.claim("host-b:2", stale_s=30)
+    assert (b.key, b.attempts) == (a.key, 2)
+    r = row(queue, a.key)
+    assert r.workers == ("host-a:1", "host-b:2") and r.error == "reclaimed from host-a:1 (no heartbeat)"
+    # The silent worker lost the row: its heartbeat, result and failure are all refused.
+    assert not queue.heartbeat(a.key, "host-a:1")
+    assert not queue.finish(a.key, "host-a:1", "stale-run", 1.0)
+    assert queue.fail(a.key, "host-a:1", "late") is None
+    assert queue.finish(b.key, "host-b:2", "good-run", 2.0)
+    r = row(queue, a.key)
+    assert (r.state, r.run_id, r.error) == ("done", "good-run", None)
+
+
+def test_heartbeats_keep_the_claim(queue):
+    queue.enqueue(rows(1), None)
+    a = queue.claim("w:a", stale_s=0.6)
+    for _ in range(5):
+        time.sleep(0.25)
+        assert queue.heartbeat(a.key, "w:a")
+        assert queue.claim("w:b", 30) is None  # 1.25 s in all, never silent for 0.6 s
+
+
+def test_attempts_exhausted(queue):
+    queue.enqueue(rows(1), None, max_attempts=2)
+    c = queue.claim("w:a", 30)
+    assert queue.fail(c.key, "w:a", "first") == "pending"
+    c = queue.claim("w:b", 0.3)
+    assert c.attempts == 2
+    time.sleep(0.5)  # w:b dies silently on its last attempt: reaped to failed, not claimed again
+    assert queue.claim("w:c", 30) is None
+    r = row(queue, c.key)
+    assert r.state == "failed" and "w:b stopped heartbeating" in r.error and r.attempts == 2
+
+
+def test_release_returns_attempt_and_bad_spec_fails_in_claim(queue):
+    queue.enqueue(rows(2), None)
+    c = queue.claim("w:a", 30)
+    assert queue.release(c.key, "w:a", "tracking server down")
+    r = row(queue, c.key)
+    assert (r.state, r.attempts, r.worker, r.error) == ("pending", 0, None, "tracking server down")
+
+    def picky(spec):
+        if spec["n"] == 0:
+            raise ValueError("bad spec")
+        return spec
+
+    c = queue.claim("w:a", 30, decode=picky)  # k0 fails to decode: failed in the same transaction
+    assert c.key == "k1"
+    r = row(queue, "k0")
+    assert r.state == "failed" and "bad spec" in r.error
+    assert queue.counts() == {"pending": 0, "running": 1, "done": 0, "failed": 1}
+
+
+def test_unreachable_database_and_bad_url_are_one_line():
+    with pytest.raises(DLFError) as err:
+        Queue(f"postgresql://dlf:secret@127.0.0.1:{free_port()}/nope")
+    msg = str(err.value)
+    assert "cannot connect" in msg and "\n" not in msg and "secret" not in msg and "***" in msg
+    with pytest.raises(DLFError, match="not a PostgreSQL URL"):
+        check_url("mysql://x/y")
+    assert redact("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
+
+
+def test_tracking_probe(pg):
+    assert tracking_problem(f"http://127.0.0.1:{free_port()}").startswith("tracking server")
+    assert tracking_problem("sqlite:///x.db") is None
+    assert heartbeat_interval(3) == 0.75 and heartbeat_interval(600) == 15.0
+
+
+# ------------------------------------------------------------------ the worker loop, stand-in runs
+def outcome(status="finished", error=None):
+    return SimpleNamespace(status=status, run_id="r", seconds=0.01, error=error)
+
+
+def make_worker(url, execute, **opts):
+    options = WorkerOptions(queue_url=url, tracking_uri="sqlite:///unused.db", poll=0.05, stale=2, **opts)
+    return Worker(options, execute=execute, decode=dict, localize_fn=lambda s: s,
+                  close_parent=lambda *a: None, runtime=object())
+
+
+def test_worker_drains_and_retries(url, queue):
+    queue.enqueue(rows(4), None, max_attempts=2)
+    calls = []
+
+    def execute(spec, uri, runtime):
+        calls.append(spec["n"])
+        return outcome("failed", "diverged") if spec["n"] == 3 else outcome()
+
+    report = make_worker(url, execute).run()
+    assert sorted(calls) == [0, 1, 2, 3, 3]  # the failing run tried twice, the others once
+    assert report.done == ["v@d#0", "v@d#1", "v@d#2"] and [n for n, _ in report.failed] == ["v@d#3"] * 2
+    assert queue.counts() == {"pending": 0, "running": 0, "done": 3, "failed": 1}
+    assert row(queue, "k3").error == "diverged"
+
+
+def test_worker_heartbeats_while_running(url, queue):
+    queue.enqueue(rows(1), None)
+    seen = {}
+
+    def slow(spec, uri, runtime):
+        time.sleep(3.5)  # longer than the 2 s stale interval: only the heartbeats keep the claim
+        other = Queue(url)
+        seen["claim"] = other.claim("thief:1", 30)
+        other.close()
+        return outcome()
+
+    make_worker(url, slow).run()
+    assert seen["claim"] is None and row(queue, "k0").state == "done"
+
+
+def test_worker_sigterm_releases_the_run(url, queue):
+    queue.enqueue(rows(2), None)
+
+    def killed(spec, uri, runtime):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # interrupted by the handler before this ends
+        return outcome()
+
+    t0 = time.monotonic()
+    report = make_worker(url, killed).run()
+    assert time.monotonic() - t0 < 4 and report.stopped_by == "SIGTERM"
+    r = row(queue, "k0")
+    assert (r.state, r.attempts, r.worker) == ("pending", 0, None) and "stopped by SIGTERM" in r.error
+    assert queue.counts()["pending"] == 2
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers restored
+
+
+def test_worker_unreachable_tracking_server_releases(url, queue):
+    queue.enqueue(rows(1), None)
+    w = make_worker(url, lambda *a: pytest.fail("must not run"))
+    w.opts.tracking_uri = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(DLFError, match="unreachable.*released v@d#0 back to the queue"):
+        w.run()
+    r = row(queue, "k0")
+    assert (r.state, r.attempts, r.worker) == ("pending", 0, None)
+
+
+def test_worker_lost_claim_interrupts_the_run(url, queue):
+    queue.enqueue(rows(1), None)
+
+    def stolen(spec, uri, runtime):
+        other = Queue(url)  # another worker takes the row over and finishes it meanwhile
+        try:
+            with other.transaction() as cur:
+                cur.execute("UPDATE dlf_queue SET worker = 'thief:1', state = 'done', run_id = 'theirs'")
+            time.sleep(5)  # the next heartbeat sees the loss and interrupts this
+        finally:
+            other.close()
+        return outcome()
+
+    t0 = time.monotonic()
+    report = make_worker(url, stolen).run()
+    assert report.lost == ["v@d#0"] and time.monotonic() - t0 < 4
+    r = row(queue, "k0")
+    assert (r.worker, r.state, r.run_id) == ("thief:1", "done", "theirs")
