@@ -22,12 +22,13 @@ from dlf.resources import resource_dir
 REQUIRED = ("name", "label", "overrides")
 OPTIONAL = ("group", "latex", "order", "description")
 
-# Shapes of the MMSA aligned_50 files (dlf-official-implementation.md section 1.1); the synthetic
-# datasets copy them. Used to count parameters without loading any data.
+# (widths, stored lengths) of the MMSA aligned_50 files (dlf-official-implementation.md section 1.1);
+# the synthetic datasets copy them. Used to count parameters without loading any data.
 REFERENCE_SHAPES: dict[str, tuple[dict[str, int], dict[str, int]]] = {
     "mosi": ({"l": 768, "a": 5, "v": 20}, {"l": 50, "a": 50, "v": 50}),
     "mosei": ({"l": 768, "a": 74, "v": 35}, {"l": 50, "a": 50, "v": 50}),
 }
+UNALIGNED_LENS = {"mosi": {"l": 50, "a": 375, "v": 500}, "mosei": {"l": 50, "a": 500, "v": 500}}  # unaligned_50
 
 
 @dataclass(frozen=True)
@@ -161,14 +162,15 @@ def prepare_run(spec: str, variant: str | None = None, set_overrides: Mapping[st
 
 def model_summary(spec: str = "synthetic-mosi", variant: str | None = None,
                   set_overrides: Mapping[str, Any] | None = None, data_root: Any = None) -> dict[str, Any]:
-    """``parameter_summary`` of ``variant`` built for dataset ``spec`` (named aligned sets need no data)."""
+    """``parameter_summary`` of ``variant`` built for dataset ``spec`` (named datasets need no data)."""
     from dlf.model import build_model, parameter_summary
 
     var = get_variant(variant or "full")
-    family = spec.removeprefix("synthetic-")
+    family = str(spec).lower().removeprefix("synthetic-")
     cfg = variant_config(family if family in REFERENCE_SHAPES else "mosi", var, set_overrides)
-    if family in REFERENCE_SHAPES and cfg.data.aligned:
+    if family in REFERENCE_SHAPES:
         dims, seq_lens = REFERENCE_SHAPES[family]
+        seq_lens = seq_lens if cfg.data.aligned else UNALIGNED_LENS[family]
     else:
         cfg, data, _ = prepare_run(spec, var.name, set_overrides, data_root)
         dims, seq_lens = data.dims, data.seq_lens

@@ -8,17 +8,21 @@ checkpoints and converted official checkpoints share this format.
 """
 from __future__ import annotations
 
+import csv
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 
 from dlf.config import RunConfig
 from dlf.errors import DLFError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "dataset_meta", "FORMAT"]
+__all__ = ["save_checkpoint", "load_checkpoint", "dataset_meta", "evaluate_checkpoint", "write_predictions",
+           "Evaluation", "FORMAT"]
 
 FORMAT = "dlf-ablate-checkpoint"
 VERSION = 1
@@ -29,6 +33,22 @@ def dataset_meta(dataset: Any) -> dict[str, Any]:
     return {"name": str(dataset.name), "display_name": str(dataset.display_name), "family": str(dataset.family),
             "path": str(dataset.path), "fingerprint": str(dataset.fingerprint), "aligned": bool(dataset.aligned),
             "synthetic": bool(dataset.synthetic)}
+
+
+def _plain(obj: Any) -> Any:
+    """Plain Python types only (numbers, strings, lists, dicts), so the file loads with ``weights_only=True``."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    for kind in (bool, int, float, str):  # subclasses too (numpy float64, TorchVersion)
+        if isinstance(obj, kind):
+            return kind(obj)
+    if obj is None:
+        return None
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # numpy / torch scalars
+        return obj.item()
+    return str(obj)
 
 
 def _bert_config(model_or_state: Any, cfg: RunConfig, state: Mapping[str, torch.Tensor]) -> dict | None:
@@ -57,8 +77,8 @@ def save_checkpoint(path: str | os.PathLike, model_or_state: Any, cfg: RunConfig
     payload = {
         "format": FORMAT, "version": VERSION, "config": cfg.to_dict(),
         "dims": {k: int(v) for k, v in dims.items()}, "seq_lens": {k: int(v) for k, v in seq_lens.items()},
-        "dataset": dict(dataset_meta), "bert_config": _bert_config(model_or_state, cfg, state),
-        "extra": dict(extra or {}), "torch": torch.__version__, "state_dict": state,
+        "dataset": _plain(dict(dataset_meta)), "bert_config": _plain(_bert_config(model_or_state, cfg, state)),
+        "extra": _plain(dict(extra or {})), "torch": str(torch.__version__), "state_dict": state,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -110,3 +130,63 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> tuple
                        f"the checkpoint was written by an incompatible dlf-ablate version")
     model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
     return model, cfg, {k: v for k, v in payload.items() if k != "state_dict"}
+
+
+@dataclass
+class Evaluation:
+    """Metrics and per-sample predictions of a checkpoint on one split (sample order as in the file)."""
+
+    metrics: dict[str, float]
+    ids: list[str]
+    labels: np.ndarray
+    preds: np.ndarray
+    dataset: str  # display name ("MOSI", "synthetic-MOSI", ...)
+    split: str
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, split: str = "test", data_root: Any = None,
+                        device: str = "cpu", batch_size: int | None = None) -> Evaluation:
+    """``msa_metrics`` of a saved model on ``split`` of ``dataset`` (loaded with the checkpoint's data config)."""
+    from dlf.data import load_dataset
+    from dlf.evaluate_loop import SplitTensors, evaluate
+    from dlf.train import resolve_device
+
+    dev = resolve_device(device)
+    model, cfg, meta = load_checkpoint(checkpoint, map_location=dev)
+    ds = load_dataset(dataset, cfg.data, data_root)
+    if split not in ds.splits:
+        raise DLFError(f"--split {split!r}: dataset {dataset!r} has splits {sorted(ds.splits)}")
+    _check_shapes(Path(checkpoint), meta, cfg, ds, dataset)
+    data = SplitTensors.from_split(ds.splits[split], cfg.model.text_encoder, dev)
+    preds, metrics = evaluate(model, data, batch_size or cfg.train.eval_batch_size)
+    return Evaluation(metrics, list(ds.splits[split].ids), data.labels_numpy(), np.asarray(preds, dtype=np.float32),
+                      ds.display_name, split)
+
+
+def _check_shapes(path: Path, meta: Mapping, cfg: RunConfig, ds: Any, spec: str) -> None:
+    names = {"l": "text", "a": "audio", "v": "vision"}
+    for m in cfg.model.modalities:
+        width_matters = m != "l" or cfg.model.text_encoder == "features"
+        want = (meta["dims"][m] if width_matters else None, meta["seq_lens"][m])
+        have = (ds.dims[m] if width_matters else None, ds.seq_lens[m])
+        if want != have:
+            raise DLFError(f"{path}: the model expects {names[m]} features of width {want[0]} and length {want[1]}, "
+                           f"but dataset {spec!r} has {have[0]} and {have[1]}; evaluate on the dataset it was trained on")
+
+
+def write_predictions(path: str | os.PathLike, ids: list[str], labels: np.ndarray, preds: np.ndarray) -> Path:
+    """CSV with columns id,label,pred (float32 values written exactly), replaced atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["id", "label", "pred"])
+            for i, y, p in zip(ids, labels.tolist(), preds.tolist()):
+                writer.writerow([i, f"{y:.9g}", f"{p:.9g}"])
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -106,6 +106,7 @@ def load_dataset(spec: str, data: DataConfig = DataConfig(), data_root=None) -> 
 
 def _resolve(spec: str, data: DataConfig, data_root) -> tuple[DatasetRef, dict | None]:
     """The reference, plus the already-read pickle when finding the family needed reading it."""
+    data = data or DataConfig()
     key = str(spec).strip().lower()
     if key in FAMILIES:
         return DatasetRef(key, _named_path(key, data, data_root), key, False, data.aligned), None

@@ -123,6 +123,19 @@ def check_url(url: str, option: str = "--queue") -> str:
     return url.replace("postgresql+psycopg2://", "postgresql://", 1)
 
 
+def sqlalchemy_url(url: str) -> str:
+    """``postgresql://`` for SQLAlchemy users (Optuna, MLflow): SQLAlchemy 2.1 maps the bare scheme
+    to psycopg 3, so name psycopg2 (the ``cluster`` extra) unless psycopg 3 is installed."""
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres") or not sep:
+        return url
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return f"postgresql+psycopg2://{rest}"
+    return url
+
+
 def connect(url: str, option: str = "--queue", timeout: int = 10):
     """A psycopg2 connection, or DLFError with one line saying what to check."""
     url = check_url(url, option)
@@ -280,67 +293,9 @@ class Queue:
         return [QueueRow(*r[:5], tuple(r[5]), r[6], r[7], None if r[8] is None else float(r[8]), *r[9:])
                 for r in found]
 
-
-# ------------------------------------------------------------------ enqueueing a study
-@dataclass
-class EnqueueSummary:
-    study: str
-    queue: str  # redacted URL
-    tracking_uri: str
-    total: int
-    cached: int  # already FINISHED in the tracking store: not queued
-    added: int
-    requeued: int  # were failed in the queue: pending again, attempts reset
-    kept: int  # already queued (pending, running or done): left as they are
-    warnings: list[str]
-
-    def lines(self) -> list[str]:
-        out = [f"{self.study}: {self.total} runs; {self.cached} already finished in {self.tracking_uri}; "
-               f"queued {self.added} new, {self.requeued} failed again, {self.kept} already queued "
-               f"on {self.queue}",
-               f"start workers with: dlf-ablate worker --queue '{self.queue}'"]
-        return out + [f"warning: {w}" for w in self.warnings]
-
-
-def enqueue_study(study, queue_url: str, tracking_uri: str | None = None, data_root=None,
-                  set_overrides=None, set_file=None, max_attempts: int = 3) -> EnqueueSummary:
-    """Expand ``study`` (a StudySpec, a name or a path) and queue its runs that have not finished.
-
-    The experiment and every parent run are created here, before any worker starts, so that
-    workers never race to create them; each row carries the tracking URI the workers log to.
-    """
-    from dlf import tracking
-    from dlf.study import expand, load_study
-
-    spec = study if hasattr(study, "seeds") else load_study(study)
-    specs = expand(spec, data_root=data_root, set_overrides=set_overrides, set_file=set_file)
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    with Queue(queue_url) as q:  # reach the database before writing anything to the tracking store
-        c = tracking.client(uri)
-        exp = tracking.ensure_experiment(c, spec.name, uri)
-        tracking.ensure_parents(c, exp, specs)
-        finished = tracking.finished_keys(c, exp)
-        todo = [s for s in specs if s.key not in finished]
-        q.ensure_schema()
-        counts = q.enqueue([(s.key, s.study, s.title, s.to_dict()) for s in todo], uri, max_attempts)
-    warnings = []
-    if not uri.startswith(("http://", "https://", "postgresql", "mysql")):
-        warnings.append(f"tracking URI {uri} is a local store: workers on other hosts will not log to it; "
-                        "pass --tracking-uri http://<mlflow-server>:5000")
-    return EnqueueSummary(spec.name, redact(check_url(queue_url)), uri, len(specs), len(specs) - len(todo),
-                          counts["added"], counts["requeued"], counts["kept"], warnings)
-
-
-def queue_rows(queue_url: str, study: str | None = None) -> list[QueueRow]:
-    """Every row of the queue (of one study), in enqueue order: the data of ``queue status``."""
-    with Queue(queue_url) as q:
-        q.ensure_schema()
-        return q.rows(study)
-
-
-def group_states(queue: Queue, study: str, variant: str, dataset: str) -> list[str]:
-    """States of the rows of one (variant, dataset): a parent run closes when all are final."""
-    with queue.transaction() as cur:
-        cur.execute(f"SELECT state FROM {TABLE} WHERE study = %s AND spec->>'variant' = %s "
-                    "AND spec->>'dataset' = %s", (study, variant, dataset))
-        return [state for (state,) in cur.fetchall()]
+    def group_states(self, study: str, variant: str, dataset: str) -> list[str]:
+        """States of the rows of one (variant, dataset): its parent run closes when all are final."""
+        with self.transaction() as cur:
+            cur.execute(f"SELECT state FROM {TABLE} WHERE study = %s AND spec->>'variant' = %s "
+                        "AND spec->>'dataset' = %s", (study, variant, dataset))
+            return [state for (state,) in cur.fetchall()]

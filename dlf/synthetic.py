@@ -19,15 +19,17 @@ Recipe (per sample; every random draw comes from ``seed``, so a file is reproduc
 * utterance length L (word pieces incl. [CLS]/[SEP]) from a log-normal around 18, in [6, 50].
   Aligned audio/vision have L valid steps; unaligned ones about 7.5 L (audio) and 10 L (vision)
   steps, capped at the stored length. Every feature is exactly 0 past its length.
-* a complementary subset (15 %): the text is neutral there (its latent is weak noise) while
-  audio and vision carry the sign clearly. Elsewhere the text latent is s + 0.75 noise, and
-  audio/vision latents are 0.1 s + noise. Net effect, measured by a ridge probe on mean-pooled
-  features: text r ~ 0.7 with the label, audio and vision r ~ 0.2 each.
+* latents (noise e ~ N(0, 1), independent per modality): text s + 0.75 e, audio and vision
+  0.05 s + e; except in a complementary subset (15 % of samples, listed per split under
+  ``dlf_synthetic['complementary']``) where the text is neutral (0.3 e) and audio and vision
+  carry the sign clearly (1.5 s + 0.3 e each). Net effect, measured by a ridge probe on
+  mean-pooled features: text r ~ 0.7-0.77 with the label, audio and vision r ~ 0.15-0.3 each,
+  and on the subset audio + vision get the sign right ~85 % of the time, text ~50 %.
 * each modality's latent is written along a fixed random direction of the feature space (shared
   by all splits), modulated by a smooth per-sample envelope over the valid time steps (present
-  at every step, not at one position), on top of AR(1) noise along time (smooth, not iid) and a
-  per-video (speaker) offset vector. About 0.3 % of valid audio values are -inf, as in real
-  MOSI; the loader sets them to 0.
+  at every step, not at one position), on top of AR(1) noise along time (rho 0.9: smooth, not
+  iid; 96 independent sources for the 768 text dims) and a per-video (speaker) offset vector.
+  About 0.3 % of valid audio values are -inf, as in real MOSI; the loader sets them to 0.
 * tokens: [CLS] words [SEP] with words from a small sentiment lexicon (bert-base-uncased ids):
   the share of sentiment words grows with |text latent| and their polarity follows its sign, so
   the BERT text modes see the same signal; ``raw_text`` holds those words, and the text features
@@ -80,6 +82,7 @@ CLS_ID, SEP_ID, PAD_ID = 101, 102, 0
 COMPLEMENT_SHARE = 0.15
 _FAMILY_CODE = {"mosi": 1, "mosei": 2}
 _CHUNK = 512  # samples per feature block: bounds peak memory for full-size MOSEI
+_NOISE_RANK = 96  # independent smooth noise sources per modality (text features are 768 correlated dims)
 
 
 def split_sizes(family: str, scale: float = 1.0) -> tuple[int, int, int]:
@@ -111,8 +114,8 @@ def write_synthetic(family: str, out: str | os.PathLike, aligned: bool = True, s
     try:
         return atomic_write(out, lambda fh: pickle.dump(data, fh, protocol=5))
     except OSError as err:
-        raise DLFError(f"{out}: cannot write the synthetic pickle ({err.strerror or err}); "
-                       "choose a writable --out path") from None
+        raise DLFError(f"{out}: cannot write the synthetic pickle ({err.strerror or err}); choose a writable "
+                       "--out path, or set DLF_CACHE to a writable folder for the cache") from None
 
 
 def generate(family: str, aligned: bool = True, scale: float = 1.0, seed: int = 0) -> dict:
@@ -148,19 +151,24 @@ def _remove_stale_temp_files(folder: Path, max_age_s: float = 3600.0) -> None:
 
 
 def _dataset_params(family: str, seed: int) -> dict:
-    """What all splits share: the sentiment direction of each modality and the word embeddings."""
+    """What all splits share: per modality a sentiment direction and a noise layout; word embeddings.
+
+    Only exactly rounded arithmetic (no BLAS, no SIMD transcendentals) touches stored float values,
+    so every host with the same numpy writes the same bytes (workers compare fingerprints).
+    """
     rng = np.random.default_rng([int(seed), _FAMILY_CODE[family], 99])
-    d_text, d_audio, d_vision = DIMS[family]
-    dirs = {}
-    for key, dim in (("l", d_text), ("a", d_audio), ("v", d_vision)):
-        u = rng.standard_normal(dim)
-        dirs[key] = (u / np.linalg.norm(u)).astype(np.float32)
+    dirs, mix = {}, {}
+    for key, dim in zip(("l", "a", "v"), DIMS[family]):
+        signs = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), dim)
+        dirs[key] = signs / np.float32(math.sqrt(dim))  # unit vector with equal-magnitude entries
+        if dim > _NOISE_RANK:  # output dim j copies smooth source j % _NOISE_RANK, sign flipped or not
+            mix[key] = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), dim)
     polarity = np.array([0.0] * len(NEUTRAL_WORDS) + [1.0] * len(POSITIVE_WORDS) + [-1.0] * len(NEGATIVE_WORDS))
     # rows: lexicon words, then [CLS], [SEP], [PAD]; padding embeds to 0.
-    emb = 0.3 * rng.standard_normal((len(polarity) + 3, d_text))
+    emb = 0.3 * rng.standard_normal((len(polarity) + 3, DIMS[family][0]))
     emb[: len(polarity)] += 0.6 * polarity[:, None] * dirs["l"][None, :]
     emb[-1] = 0.0
-    return {"dirs": dirs, "word_emb": emb.astype(np.float32)}
+    return {"dirs": dirs, "mix": mix, "word_emb": emb.astype(np.float32)}
 
 
 def _make_split(family: str, aligned: bool, n: int, seq: np.random.SeedSequence,
@@ -248,7 +256,7 @@ def _sample_tokens(rng: np.random.Generator, z_l: np.ndarray, length: np.ndarray
     text_bert = np.stack([vocab_ids[index], (t < length[:, None]).astype(np.int64),
                           np.zeros((n, t_max), dtype=np.int64)], axis=1)  # (N, 3, T)
     raw = np.array([" ".join(words[index[i, 1: length[i] - 1]]) for i in range(n)], dtype=object)
-    return {"lexicon_index": index, "text_bert": text_bert.astype(np.int64), "raw_text": raw}
+    return {"lexicon_index": index, "text_bert": text_bert, "raw_text": raw}
 
 
 def _features(rng: np.random.Generator, smp: dict, key: str, steps: np.ndarray, t_max: int, dim: int,
@@ -260,35 +268,46 @@ def _features(rng: np.random.Generator, smp: dict, key: str, steps: np.ndarray, 
     offsets *= 0.1 if key == "l" else 0.5
     direction = params["dirs"][key]
     out = np.empty((n, t_max, dim), dtype=np.float32)
-    t = np.arange(t_max)
+    t = np.arange(t_max)[:, None]  # blocks are time-major (T, b, D) so each time step is contiguous
     for lo in range(0, n, _CHUNK):
         sl = slice(lo, min(n, lo + _CHUNK))
-        pos = t[None, :] / np.maximum(steps[sl, None] - 1, 1)  # (b, T): 0..1 over the valid part
-        envelope = 1.0 + 0.5 * np.sin(2 * np.pi * (smp["freq"][sl, None] * pos + smp["phase"][sl, None]))
-        block = _ar1_noise(rng, (sl.stop - lo, t_max, dim), rho=0.9)
-        block *= noise
-        block += (amp * smp[f"z_{key}"][sl, None] * envelope).astype(np.float32)[:, :, None] * direction
-        block += offsets[smp["video"][sl]][:, None, :]
+        pos = t / np.maximum(steps[sl] - 1, 1)  # (T, b): 0..1 over the valid part
+        envelope = 1.0 + 0.5 * _wave(smp["freq"][sl] * pos + smp["phase"][sl])
+        block = _ar1_noise(rng, (t_max, sl.stop - lo, min(dim, _NOISE_RANK)), rho=0.9)
+        if key in params["mix"]:  # (T, b, K) -> (T, b, dim), scaled by noise in the same pass
+            block = np.tile(block, (1, 1, -(-dim // _NOISE_RANK)))[:, :, :dim] * (params["mix"][key] * noise)
+        else:
+            block *= noise
+        block += (amp * smp[f"z_{key}"][sl] * envelope).astype(np.float32)[:, :, None] * direction
+        block += offsets[smp["video"][sl]][None]
         if word_index is not None:
-            block += params["word_emb"][word_index[sl]]
-        block *= (t[None, :] < steps[sl, None])[:, :, None]  # zero padding after the length
-        out[sl] = block
+            block += params["word_emb"][word_index[sl].T]
+        block *= (t < steps[sl])[:, :, None]  # zero padding after the length
+        out[sl] = block.transpose(1, 0, 2)
     return out
 
 
+def _wave(x: np.ndarray) -> np.ndarray:
+    """A smooth sine-like wave of period 1 in [-1, 1], from + and * only (exact on every CPU)."""
+    g = x - np.floor(x)
+    return np.where(g < 0.5, 16.0 * g * (0.5 - g), -16.0 * (g - 0.5) * (1.0 - g))
+
+
 def _ar1_noise(rng: np.random.Generator, shape: tuple[int, int, int], rho: float) -> np.ndarray:
-    """Unit-variance AR(1) noise along axis 1: smooth in time rather than iid."""
+    """Unit-variance AR(1) noise along axis 0 (time): smooth rather than iid."""
     x = rng.standard_normal(shape, dtype=np.float32)
-    keep = np.float32(math.sqrt(1 - rho * rho))
-    for step in range(1, shape[1]):
-        x[:, step] *= keep
-        x[:, step] += np.float32(rho) * x[:, step - 1]
+    keep, carry = np.float32(math.sqrt(1 - rho * rho)), np.empty(shape[1:], dtype=np.float32)
+    for step in range(1, shape[0]):
+        np.multiply(x[step - 1], np.float32(rho), out=carry)
+        x[step] *= keep
+        x[step] += carry
     return x
 
 
 def _plant_neg_inf(rng: np.random.Generator, audio: np.ndarray, steps: np.ndarray) -> None:
     """Set about 0.3 % of the valid audio values to -inf, as real MOSI audio has."""
     n, t_max, dim = audio.shape
-    valid = np.arange(t_max)[None, :] < steps[:, None]  # (N, T)
-    hit = (rng.random((n, t_max, dim)) < 0.003) & valid[:, :, None]
-    audio[hit] = -np.inf
+    for lo in range(0, n, _CHUNK):  # chunked: full-size unaligned MOSEI audio is 2.4 G values
+        block = audio[lo: lo + _CHUNK]
+        valid = np.arange(t_max)[None, :] < steps[lo: lo + _CHUNK, None]  # (b, T)
+        block[(rng.random(block.shape, dtype=np.float32) < 0.003) & valid[:, :, None]] = -np.inf

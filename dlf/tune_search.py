@@ -16,7 +16,7 @@ import optuna
 
 from dlf.errors import DLFError
 from dlf.tune_space import parse_space
-from dlf.tune_storage import count_claimed, open_storage, reap_stale
+from dlf.tune_storage import claim_lock, open_storage, reap_stale
 from dlf.tune_worker import TuneSetup, load_tune_study, run_worker
 
 SPACE_ATTR, SETUP_ATTR = "dlf.space", "dlf.setup"
@@ -44,15 +44,16 @@ def open_study(setup: TuneSetup) -> tuple[optuna.Study, bool]:
     """(study, created): create it, or resume it after checking space and setup."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(setup.storage)
-    study = optuna.create_study(study_name=setup.study_name, storage=storage, load_if_exists=True,
-                                directions=setup.directions)
     space = parse_space(setup.space, setup.space_source, setup.base)
-    attrs = study.user_attrs
-    if SPACE_ATTR not in attrs and not study.trials:
-        study.set_user_attr(SPACE_ATTR, space.canonical_json())
-        study.set_user_attr(SETUP_ATTR, json.dumps(setup_identity(setup), sort_keys=True))
-        study.enqueue_trial(space.baseline(setup.base), user_attrs={"dlf.official": True})
-        return study, True
+    with claim_lock(setup.storage):  # two commands starting a new study at once enqueue trial 0 once
+        study = optuna.create_study(study_name=setup.study_name, storage=storage, load_if_exists=True,
+                                    directions=setup.directions)
+        attrs = study.user_attrs
+        if SPACE_ATTR not in attrs and not study.trials:
+            study.set_user_attr(SPACE_ATTR, space.canonical_json())
+            study.set_user_attr(SETUP_ATTR, json.dumps(setup_identity(setup), sort_keys=True))
+            study.enqueue_trial(space.baseline(setup.base), user_attrs={"dlf.official": True})
+            return study, True
     _check_resume(setup, space, attrs)
     return study, False
 
@@ -132,7 +133,3 @@ def reap_before_start(setup: TuneSetup) -> int:
             tracker.end_stale(frozen)
     return len(reaped)
 
-
-def remaining(setup: TuneSetup) -> int:
-    study = load_tune_study(setup, open_storage(setup.storage))
-    return max(0, setup.trials - count_claimed(study))

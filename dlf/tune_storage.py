@@ -69,12 +69,11 @@ def open_storage(storage: str) -> optuna.storages.BaseStorage:
     if storage.startswith("sqlite:///"):
         Path(storage[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
     try:
-        return optuna.storages.RDBStorage(
-            storage,
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S,
-            heartbeat_stale_trial_callback=_retry(),
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                heartbeat_stale_trial_callback=_retry())
     except Exception as err:  # sqlalchemy/driver errors: report one line, not a traceback
         raise DLFError(f"--storage {storage}: cannot open ({type(err).__name__}: {str(err).splitlines()[0]})") from None
 
@@ -166,6 +165,11 @@ def reap_stale(study: optuna.Study, storage: optuna.storages.BaseStorage) -> lis
         reaped.append(failed)
         retry(study, failed)
     return reaped
+
+
+def retry_trial(study: optuna.Study, storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> None:
+    """Re-enqueue the parameters of a trial that was failed by an interruption."""
+    _retry()(study, storage.get_trial(trial._trial_id))
 
 
 def _retry() -> "Retry":

@@ -9,13 +9,21 @@ re-evaluation (``trial-<n>#<seed>``, ``dlf.level=reeval``). Only validation metr
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Mapping
 
-from dlf.tracking import EpochLogger, client, end_run, ensure_experiment, environment, search_all
+from dlf import tracking
+from dlf.tracking import EpochLogger, end_run, ensure_experiment, environment, search_all
 
 MLFLOW_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 TUNE, TRIAL, REEVAL = "tune", "trial", "reeval"
+
+
+@functools.lru_cache(maxsize=4)
+def client(uri: str) -> Any:
+    """One MlflowClient per store and process (opening a SQLite store costs seconds)."""
+    return tracking.client(uri)
 
 
 def experiment_name(study: str) -> str:
@@ -80,9 +88,12 @@ class TrialTracker:
     def log_final(self, run_id: str, val: Mapping[str, float], best_epoch: int, epochs: int, seconds: float) -> None:
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        # Logged last at step = epochs, so that each name's latest value is the selected epoch's
+        # (the seed-run convention in docs/contracts.md).
+        self._epochs[run_id].flush()
+        now = int(time.time() * 1000) + 1
         final = {**val, "best_epoch": best_epoch, "epochs": epochs, "train_seconds": seconds}
-        self.c.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in final.items()])
+        self.c.log_batch(run_id, metrics=[Metric(k, float(v), now, epochs) for k, v in final.items()])
 
     def end(self, run_id: str, state: str, error: str | None = None) -> None:
         """Flush the epoch buffer and close the run with the MLflow status of the Optuna state."""

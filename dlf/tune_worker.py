@@ -22,7 +22,15 @@ from optuna.trial import TrialState
 from dlf.config import RunConfig, apply_overrides
 from dlf.errors import DLFError
 from dlf.tune_space import SearchSpace, parse_space
-from dlf.tune_storage import Heartbeat, claim_lock, count_claimed, mark_owner, open_storage, reap_stale
+from dlf.tune_storage import (
+    Heartbeat,
+    claim_lock,
+    count_claimed,
+    mark_owner,
+    open_storage,
+    reap_stale,
+    retry_trial,
+)
 
 # val_loss = val_mae (the official selection criterion) but both names are accepted.
 MINIMISE = {"val_loss", "val_mae"}
@@ -149,7 +157,10 @@ def claim_trial(ctx: WorkerContext) -> optuna.Trial | None:
             ctx.tracker.end_stale(frozen)
         if count_claimed(ctx.study) >= ctx.setup.trials:
             return None
-        trial = ctx.study.ask()
+        with warnings.catch_warnings():
+            # Optuna warns that RDB heartbeats belong to optimize(); this loop runs its own (Heartbeat).
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = ctx.study.ask()
         mark_owner(trial)
         return trial
 
@@ -179,6 +190,7 @@ def run_trial(ctx: WorkerContext, trial: optuna.Trial) -> TrialState:
         trial.set_user_attr("dlf.error", error)
         _finish(ctx, trial, run_id, TrialState.FAIL, error=error)
         if isinstance(err, KeyboardInterrupt):
+            retry_trial(ctx.study, ctx.storage, trial)  # interrupted, not wrong: run it again next time
             raise
         return TrialState.FAIL
     trial.set_user_attr("dlf.best_epoch", result.best_epoch)

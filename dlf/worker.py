@@ -11,20 +11,18 @@ it does not answer, the row is released and the worker stops with one error line
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from dlf.cluster import tracking_problem
 from dlf.errors import DLFError
-from dlf.queue import Claim, Queue, group_states
+from dlf.queue import Claim, Queue
 
 
 class WorkerStop(KeyboardInterrupt):
@@ -132,70 +130,68 @@ class _Heartbeat:
                 return
 
 
-def tracking_problem(uri: str, timeout: float = 10.0) -> str | None:
-    """None when the tracking server answers (or ``uri`` is not a server), else why not."""
-    if not uri.startswith(("http://", "https://")):
-        return None
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
-            return None
-    except urllib.error.HTTPError:
-        return None  # it answered (an auth proxy, an old server without /health): reachable
-    except (OSError, ValueError) as err:
-        reason = getattr(err, "reason", err)
-        return f"tracking server {uri} unreachable ({reason})"
+class Runs:
+    """What the worker does with a claimed row: the real RunSpec / executor / MLflow parents.
+    Tests substitute a stand-in with the same four methods."""
 
+    def __init__(self, data_root: str | None = None) -> None:
+        self.data_root = data_root
 
-def localize(spec: Any, data_root: str | None) -> Any:
-    """Point a RunSpec at this host's copy of its data, checked against the enqueued fingerprint.
+    def decode(self, d: dict) -> Any:
+        from dlf.study import RunSpec
 
-    The enqueuing host resolved ``data_path``; another host may keep the data elsewhere (its own
-    ``--data-root``, its own synthetic cache), so a missing path is resolved again here.
-    """
-    import dataclasses
+        return RunSpec.from_dict(d)
 
-    if Path(spec.data_path).is_file() and data_root is None:
-        return spec
-    from dlf.data import file_fingerprint, resolve_dataset
+    def prepare(self, spec: Any) -> Any:
+        """Check that this host can run ``spec`` as enqueued; DLFError (a host problem) if not.
 
-    ref = resolve_dataset(spec.dataset, spec.config.data, data_root=data_root)
-    fingerprint = file_fingerprint(ref.path)
-    if fingerprint != spec.data_fingerprint:
-        raise DLFError(f"{ref.path}: data fingerprint {fingerprint[:12]} differs from the enqueued "
-                       f"{spec.data_fingerprint[:12]} ({spec.dataset}); give this host the same data file")
-    return dataclasses.replace(spec, data_path=str(ref.path))
+        Same code version (it is part of the run key, so a host with other code would file its
+        results under a key they do not belong to), and this host's copy of the data file: the
+        enqueuing host resolved ``data_path``; another host may keep the data elsewhere (its own
+        ``--data-root``, its own synthetic cache), so a missing path is resolved again here.
+        """
+        import dataclasses
 
+        from dlf.study import code_version
 
-def _default_execute(spec: Any, tracking_uri: str, runtime: Any) -> Any:
-    from dlf.executor import execute_run
+        mine = code_version()
+        if mine != spec.code_version:
+            raise DLFError(f"this host runs code {mine}, the run was enqueued with {spec.code_version}; "
+                           "install the same commit on every worker host")
+        if Path(spec.data_path).is_file() and self.data_root is None:
+            return spec
+        from dlf.data import file_fingerprint, resolve_dataset
 
-    return execute_run(spec, tracking_uri, runtime)
+        ref = resolve_dataset(spec.dataset, spec.config.data, data_root=self.data_root)
+        fingerprint = file_fingerprint(ref.path)
+        if fingerprint != spec.data_fingerprint:
+            raise DLFError(f"{ref.path}: data fingerprint {fingerprint[:12]} differs from the enqueued "
+                           f"{spec.data_fingerprint[:12]} ({spec.dataset}); give this host the same data file")
+        return dataclasses.replace(spec, data_path=str(ref.path))
 
+    def execute(self, spec: Any, tracking_uri: str, runtime: Any) -> Any:
+        from dlf.executor import execute_run
 
-def _close_parent(queue: Queue, spec: Any, uri: str) -> None:
-    """Close the (variant, dataset) parent run once every seed row of it is final.
+        return execute_run(spec, tracking_uri, runtime)
 
-    Checked after this worker's own update committed, so of two workers finishing the last two
-    seeds at once at least the later one sees both final. Cosmetic: errors are ignored.
-    """
-    from dlf import tracking
+    def close_parent(self, queue: Queue, spec: Any, uri: str) -> None:
+        """Close the (variant, dataset) parent run once every seed row of it is final.
 
-    try:
-        states = group_states(queue, spec.study, spec.variant, spec.dataset)
-        if not states or any(s in ("pending", "running") for s in states):
-            return
-        c = tracking.client(uri)
-        exp = tracking.ensure_experiment(c, spec.study, uri)
-        parent, _ = tracking.ensure_parents(c, exp, [spec])[(spec.variant, spec.dataset)]
-        tracking.close_parent(c, parent, ["finished" if s == "done" else "failed" for s in states])
-    except Exception:  # noqa: BLE001 - the seed runs carry the results
-        pass
+        Checked after this worker's own update committed, so of two workers finishing the last
+        two seeds at once at least the later one sees both final. Cosmetic: errors are ignored.
+        """
+        from dlf import tracking
 
-
-def _decode(d: dict) -> Any:
-    from dlf.study import RunSpec
-
-    return RunSpec.from_dict(d)
+        try:
+            states = queue.group_states(spec.study, spec.variant, spec.dataset)
+            if not states or any(s in ("pending", "running") for s in states):
+                return
+            c = tracking.client(uri)
+            exp = tracking.ensure_experiment(c, spec.study, uri)
+            parent, _ = tracking.ensure_parents(c, exp, [spec])[(spec.variant, spec.dataset)]
+            tracking.close_parent(c, parent, ["finished" if s == "done" else "failed" for s in states])
+        except Exception:  # noqa: BLE001 - the seed runs carry the results
+            pass
 
 
 def _retry(fn: Callable[[], Any], tries: int = 3, delay: float = 2.0) -> Any:
@@ -210,17 +206,12 @@ def _retry(fn: Callable[[], Any], tries: int = 3, delay: float = 2.0) -> Any:
 
 
 class Worker:
-    """One claim-execute-record loop. ``execute``/``decode`` default to the real executor and
-    RunSpec; tests pass stand-ins."""
+    """One claim-prepare-execute-record loop over the queue."""
 
-    def __init__(self, opts: WorkerOptions, execute: Callable | None = None, decode: Callable | None = None,
-                 localize_fn: Callable | None = None, close_parent: Callable | None = None, runtime: Any = None,
+    def __init__(self, opts: WorkerOptions, runs: Any = None, runtime: Any = None,
                  on_event: Callable[[str], None] = lambda line: None) -> None:
         self.opts = opts
-        self.execute = execute or _default_execute
-        self.decode = decode or _decode
-        self.localize = localize_fn or (lambda spec: localize(spec, opts.data_root))
-        self.close_parent = close_parent or _close_parent
+        self.runs = runs or Runs(opts.data_root)
         self.runtime = runtime
         self.say = on_event
         self.id = worker_id()
@@ -236,7 +227,7 @@ class Worker:
         with queue, beats, _Signals() as sig:
             queue.ensure_schema()
             while sig.stop is None:
-                claim = queue.claim(self.id, self.opts.stale, self.opts.study, self.decode)
+                claim = queue.claim(self.id, self.opts.stale, self.opts.study, self.runs.decode)
                 if claim is not None and sig.stop is not None:  # stopped during the claim itself
                     _retry(lambda: queue.release(claim.key, self.id, f"worker {self.id} stopped by {sig.stop}"))
                 elif claim is not None:
@@ -258,20 +249,18 @@ class Worker:
         uri = self.opts.tracking_uri or claim.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
         problem = tracking_problem(uri) if uri else "no tracking URI: pass --tracking-uri"
         if problem:
-            _retry(lambda: queue.release(claim.key, self.id, problem))
-            raise DLFError(f"{problem}; released {claim.name} back to the queue")
+            self._give_back(queue, claim, problem)
         try:
-            spec = self.localize(claim.spec)
+            spec = self.runs.prepare(claim.spec)
         except DLFError as err:
-            self._failed(queue, claim, str(err))
-            return
+            self._give_back(queue, claim, str(err))
         self.say(f"{self.id}: {claim.name} (attempt {claim.attempts}/{claim.max_attempts})")
         interval = heartbeat_interval(self.opts.stale)
         on_lost = sig.claim_lost if sig._old else (lambda: None)
         try:
             with _Heartbeat(beats, claim.key, self.id, interval, on_lost):
                 sig.in_run = True
-                outcome = self.execute(spec, uri, self.runtime)
+                outcome = self.runs.execute(spec, uri, self.runtime)
                 sig.in_run = False
         except WorkerStop:
             _retry(lambda: queue.release(claim.key, self.id, f"worker {self.id} stopped by {sig.stop}"))
@@ -290,14 +279,18 @@ class Worker:
             _retry(lambda: queue.finish(claim.key, self.id, outcome.run_id, outcome.seconds))
             self.report.done.append(claim.name)
             self.say(f"{self.id}: {claim.name} {outcome.status} ({outcome.seconds or 0:.1f}s)")
-            self.close_parent(queue, spec, uri)
+            self.runs.close_parent(queue, spec, uri)
             return
         problem = tracking_problem(uri)
         if problem:  # the run failed because the server went away: not the run's fault
-            _retry(lambda: queue.release(claim.key, self.id, problem))
-            raise DLFError(f"{problem}; released {claim.name} back to the queue")
+            self._give_back(queue, claim, problem)
         if self._failed(queue, claim, outcome.error or "failed") == "failed":
-            self.close_parent(queue, spec, uri)
+            self.runs.close_parent(queue, spec, uri)
+
+    def _give_back(self, queue: Queue, claim: Claim, problem: str) -> None:
+        """A problem of this host, not of the run: release the row untried and stop this worker."""
+        _retry(lambda: queue.release(claim.key, self.id, problem))
+        raise DLFError(f"{problem}; released {claim.name} back to the queue")
 
     def _failed(self, queue: Queue, claim: Claim, error: str) -> str | None:
         state = _retry(lambda: queue.fail(claim.key, self.id, error))
@@ -307,79 +300,3 @@ class Worker:
         retry = "will be retried" if state == "pending" else "no attempt left"
         self.say(f"{self.id}: {claim.name} failed ({retry}): {error}")
         return state
-
-
-def run_worker(opts: WorkerOptions, on_event: Callable[[str], None] = lambda line: None) -> WorkerReport:
-    return Worker(opts, on_event=on_event).run()
-
-
-def physical_gpu(index: str) -> str:
-    """GPU ``index`` counted within an inherited CUDA_VISIBLE_DEVICES (as Slurm sets it)."""
-    inherited = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-    if not inherited:
-        return index
-    if int(index) >= len(inherited):
-        raise DLFError(f"--devices {index}: only {len(inherited)} GPUs are visible "
-                       f"(CUDA_VISIBLE_DEVICES={','.join(inherited)}); use indices 0..{len(inherited) - 1}")
-    return inherited[int(index)]
-
-
-def pin_gpu(index: str) -> None:
-    """Make one GPU the only visible one; before torch initialises CUDA."""
-    os.environ["CUDA_VISIBLE_DEVICES"] = physical_gpu(index)
-
-
-def start_workers(opts: WorkerOptions, devices: str | None, on_event: Callable[[str], None]) -> int:
-    """Run one worker here, or one child worker per GPU of ``devices``; the exit code."""
-    from dlf.pool import cpu_cores, parse_devices, thread_budget
-
-    parsed = parse_devices(devices)
-    gpus = parsed if parsed and parsed != ["cpu"] else None
-    if gpus and len(gpus) > 1:
-        threads = opts.threads or thread_budget(len(gpus), cpu_cores())[0]
-        return _spawn_per_gpu(opts, [physical_gpu(g) for g in gpus], threads)
-    if gpus:
-        pin_gpu(gpus[0])
-        opts.device = "cuda"
-    elif parsed == ["cpu"]:
-        opts.device = "cpu"
-    opts.threads = opts.threads or thread_budget(1, cpu_cores())[0]
-    report = Worker(opts, on_event=on_event).run()
-    ending = f"stopped by {report.stopped_by}" if report.stopped_by else "queue drained"
-    on_event(f"{report.worker}: {len(report.done)} done, {len(report.gave_up)} failed, "
-             f"{len(report.lost)} reclaimed by others; {ending}")
-    if report.stopped_by:
-        return 128 + signal.Signals[report.stopped_by].value
-    return 1 if report.gave_up else 0
-
-
-def _spawn_per_gpu(opts: WorkerOptions, physical: list[str], threads: int) -> int:
-    """One ``dlf-ablate worker --devices 0`` child per GPU; signals are forwarded to the children."""
-    import subprocess
-    import sys
-
-    args = ["worker", "--devices", "0", "--poll", str(opts.poll), "--stale", str(opts.stale),
-            "--threads", str(threads)]
-    for flag, value in (("--tracking-uri", opts.tracking_uri), ("--study", opts.study), ("--data-root", opts.data_root)):
-        if value:
-            args += [flag, value]
-    args += ["--follow"] if opts.follow else []
-    children = []
-    for gpu in physical:
-        # The queue URL (it may hold a password) goes through the environment, not the argv.
-        env = {**os.environ, "DLF_QUEUE": opts.queue_url, "CUDA_VISIBLE_DEVICES": gpu,
-               "OMP_NUM_THREADS": str(threads)}
-        children.append(subprocess.Popen([sys.executable, "-c", "from dlf.cli import main; main()", *args], env=env))
-
-    def forward(signum: int, frame: Any) -> None:
-        for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                child.send_signal(signum)
-
-    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        codes = [child.wait() for child in children]
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-    return max(codes, key=abs)

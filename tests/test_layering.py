@@ -1,24 +1,31 @@
 """The core imports torch and numpy only; orchestration libraries stay out of it."""
+import json
 import subprocess
 import sys
-
-import pytest
 
 CORE = ["config", "errors", "resources", "fingerprint", "data", "synthetic", "metrics", "layers",
         "model", "losses", "train", "checkpoint", "catalogue", "convert"]
 FORBIDDEN = ["mlflow", "optuna", "typer", "pandas", "rich", "sklearn", "scipy", "dlf.study",
              "dlf.tracking", "dlf.executor", "dlf.tune", "dlf.report", "dlf.cli", "dlf.queue"]
 
+# One interpreter imports the core modules one by one and records, after each, which forbidden
+# modules have appeared: the first module to show one is the culprit.
+_PROBE = """
+import importlib, json, sys
+seen = {}
+for name in %r:
+    importlib.import_module("dlf." + name)
+    seen[name] = [m for m in %r if m in sys.modules]
+print(json.dumps(seen))
+"""
 
-@pytest.mark.parametrize("module", CORE)
-def test_core_module_imports_no_orchestration(module):
-    code = (
-        f"import sys, dlf.{module}\n"
-        f"bad = [m for m in {FORBIDDEN!r} if m in sys.modules]\n"
-        "print(','.join(bad))"
-    )
+
+def test_core_modules_import_no_orchestration():
+    code = _PROBE % (CORE, FORBIDDEN)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "", f"dlf.{module} pulls in {out.stdout.strip()}"
+    seen = json.loads(out.stdout)
+    offenders = {name: mods for name, mods in seen.items() if mods}
+    assert offenders == {}, f"core modules pulling in orchestration libraries: {offenders}"
 
 
 def test_cli_help_does_not_import_torch():

@@ -15,7 +15,8 @@ from dlf.metrics import METRIC_KEYS
 MOSI_FULL, MOSEI_FULL = 1_628_605, 1_576_905
 ALIGN_C_MOSI = 3 * (50 * 46 * 50 + 50)  # the triplet projections Linear(50*T', 50) that wo_lm must not build
 FAST = ["--set", "data.scale=0.04", "--set", "train.accumulation=1", "--set", "train.max_epochs=2",
-        "--set", "model.n_levels=1", "--set", "model.mem_levels=1", "--threads", "1", "--device", "cpu"]
+        "--set", "model.n_levels=1", "--set", "model.mem_levels=1", "--set", "model.d_model=10",
+        "--set", "model.n_heads=2", "--set", "loss.ortho_chunk=10", "--threads", "1", "--device", "cpu"]
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def invoke(*args: str) -> str:
-    result = CliRunner().invoke(app, list(args))
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
     assert result.exit_code == 0, (result.output, result.exception)
     return result.stdout
 
@@ -103,3 +104,9 @@ def test_ablations_lists_catalogue_with_overrides_and_counts(env):
     assert rows["half_lr"]["parameters"] == MOSI_FULL and rows["half_lr"]["group"] == "Mine"
     table = invoke("ablations")
     assert "model.modalities=[a]" in table and "half_lr" in table
+
+
+def test_model_summary_of_named_unaligned_shapes_equals_a_real_unaligned_file(tiny_mosi_unaligned):
+    by_name = json.loads(invoke("model", "summary", "--set", "data.aligned=false", "--json"))
+    by_file = json.loads(invoke("model", "summary", "--dataset", str(tiny_mosi_unaligned), "--json"))
+    assert by_name == by_file and by_name["total"] > MOSI_FULL  # longer sequences, wider triplet projections

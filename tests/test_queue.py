@@ -2,6 +2,7 @@
 worker loop with a stand-in run function (the real executor is exercised in test_cluster.py)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -13,7 +14,8 @@ import pytest
 
 from dlf.errors import DLFError
 from dlf.queue import Queue, check_url, redact
-from dlf.worker import Worker, WorkerOptions, heartbeat_interval, tracking_problem
+from dlf.cluster import tracking_problem
+from dlf.worker import Runs, Worker, WorkerOptions, heartbeat_interval
 
 try:
     from tests.servers import PostgresServer, free_port, pg_missing_reason
@@ -178,10 +180,21 @@ def outcome(status="finished", error=None):
     return SimpleNamespace(status=status, run_id="r", seconds=0.01, error=error)
 
 
-def make_worker(url, execute, **opts):
+class StandIn:
+    """Runs whose spec is the row's dict and whose training is ``execute``."""
+
+    def __init__(self, execute, prepare=lambda spec: spec):
+        self.execute, self.prepare = execute, prepare
+
+    decode = staticmethod(dict)
+
+    def close_parent(self, queue, spec, uri):
+        pass
+
+
+def make_worker(url, execute, prepare=lambda spec: spec, **opts):
     options = WorkerOptions(queue_url=url, tracking_uri="sqlite:///unused.db", poll=0.05, stale=2, **opts)
-    return Worker(options, execute=execute, decode=dict, localize_fn=lambda s: s,
-                  close_parent=lambda *a: None, runtime=object())
+    return Worker(options, runs=StandIn(execute, prepare), runtime=object())
 
 
 def test_worker_drains_and_retries(url, queue):
@@ -241,6 +254,17 @@ def test_worker_unreachable_tracking_server_releases(url, queue):
     assert (r.state, r.attempts, r.worker) == ("pending", 0, None)
 
 
+def test_worker_that_cannot_prepare_a_run_releases_it(url, queue):
+    queue.enqueue(rows(2), None)
+
+    def wrong_code(spec):
+        raise DLFError("this host runs code abc, the run was enqueued with def; install the same commit")
+
+    with pytest.raises(DLFError, match="install the same commit; released v@d#0 back to the queue"):
+        make_worker(url, lambda *a: pytest.fail("must not run"), prepare=wrong_code).run()
+    assert all(r.state == "pending" and r.attempts == 0 for r in queue.rows())
+
+
 def test_worker_lost_claim_interrupts_the_run(url, queue):
     queue.enqueue(rows(1), None)
 
@@ -259,3 +283,23 @@ def test_worker_lost_claim_interrupts_the_run(url, queue):
     assert report.lost == ["v@d#0"] and time.monotonic() - t0 < 4
     r = row(queue, "k0")
     assert (r.worker, r.state, r.run_id) == ("thief:1", "done", "theirs")
+
+
+def test_prepare_checks_code_version_and_finds_this_hosts_data(tmp_path):
+    import yaml
+
+    from dlf.study import expand, load_study
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "prep", "datasets": ["synthetic-mosi"], "variants": ["full"],
+                                    "seeds": [1], "set": {"data.scale": 0.02}}))
+    spec = expand(load_study(str(path)))[0]
+    runs = Runs()
+    assert runs.decode(spec.to_dict()) == spec and runs.prepare(spec) is spec
+    # Enqueued on a host that keeps the data elsewhere: resolved again here, same fingerprint.
+    moved = dataclasses.replace(spec, data_path=str(tmp_path / "elsewhere" / "mosi.pkl"))
+    assert runs.prepare(moved).data_path == spec.data_path
+    with pytest.raises(DLFError, match="data fingerprint .* differs"):
+        runs.prepare(dataclasses.replace(moved, data_fingerprint="0" * 64))
+    with pytest.raises(DLFError, match="enqueued with deadbeef; install the same commit"):
+        runs.prepare(dataclasses.replace(spec, code_version="deadbeef"))

@@ -76,7 +76,7 @@ def study_file(tmp_path, tiny_mosi) -> Path:
 
 def opts(study_file, tracking, tmp_path, **kw) -> TuneOptions:
     base = dict(study=str(study_file), storage=str(tmp_path / "tune.journal"), study_name="t",
-                tracking_uri=tracking, progress=False, threads=1, space=None)
+                tracking_uri=tracking, progress=False, threads=1, space=None, plots=False)
     base.update(kw)
     return TuneOptions(**base)
 
@@ -149,7 +149,7 @@ def test_changed_space_or_setup_is_refused(trainer, study_file, tracking, tmp_pa
 def test_top_k_reevaluation_and_export_accepted_by_run(trainer, study_file, tracking, tmp_path):
     from dlf.study import expand, load_study
 
-    o = opts(study_file, tracking, tmp_path, trials=5, study_name="exp")
+    o = opts(study_file, tracking, tmp_path, trials=5, study_name="exp", plots=True)
     result = tune(o)
     assert len(result.candidates) == 2 and all(len(c.per_seed) == 3 for c in result.candidates)
     # Seed 1111 is the search seed: reused, so only 2 trials x 2 other seeds were trained again.
@@ -194,7 +194,7 @@ def test_median_pruner_prunes_and_tracks_pruned_trials(trainer, study_file, trac
 
 def test_multi_objective_reports_pareto_front_without_pruning(trainer, study_file, tracking, tmp_path):
     o = opts(study_file, tracking, tmp_path, trials=4, study_name="multi", multi_objective=["val_mae", "val_acc2"],
-             pruner="median")
+             pruner="median", plots=True)
     result = tune(o)
     assert not result.pruning and result.pareto
     assert len(load(o).directions) == 2
@@ -242,3 +242,41 @@ def test_prepare_errors_are_one_line(study_file, tracking, tmp_path):
     study_file.write_text(yaml.safe_dump(body))
     with pytest.raises(DLFError, match="tune: unknown key 'bogus'"):
         prepare(opts(study_file, tracking, tmp_path, trials=2))
+
+
+def test_rdb_storage_with_heartbeat_and_retry(trainer, study_file, tracking, tmp_path):
+    from dlf.tune_storage import HEARTBEAT_S, Retry, open_storage
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = open_storage(url)
+    assert isinstance(storage, optuna.storages.RDBStorage)
+    assert storage.get_heartbeat_interval() == HEARTBEAT_S
+    assert isinstance(storage.get_heartbeat_stale_trial_callback(), Retry)
+    o = opts(study_file, tracking, tmp_path, trials=3, storage=url, study_name="rdb", top_k=1)
+    result = tune(o)
+    from dlf.resources import home_dir
+
+    assert result.counts["finished"] == 3 and result.export == home_dir() / "tune" / "rdb.best.yaml"
+    assert len(finished(load(o))) == 3
+
+
+def test_interrupted_trial_is_failed_requeued_and_run_on_resume(trainer, study_file, tracking, tmp_path, monkeypatch):
+    o = opts(study_file, tracking, tmp_path, trials=4, study_name="ctrlc", top_k=1)
+    real = trainer.__call__
+
+    def interrupt_third(cfg, dataset, runtime=None, on_epoch=None, progress=None):
+        if len(trainer.calls) == 2:
+            trainer.calls.append((cfg.seed, {}))
+            raise KeyboardInterrupt
+        return real(cfg, dataset, runtime, on_epoch, progress)
+
+    monkeypatch.setattr(dlf.train, "train_run", interrupt_third)
+    with pytest.raises(KeyboardInterrupt):
+        tune(o)
+    states = [t.state for t in load(o).trials]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+    monkeypatch.setattr(dlf.train, "train_run", trainer)
+    tune(o)
+    trials = load(o).trials
+    assert trials[3].params == trials[2].params and trials[3].state == TrialState.COMPLETE
+    assert len(finished(load(o))) == 4

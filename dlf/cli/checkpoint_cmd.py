@@ -1,6 +1,76 @@
-"""CLI commands (placeholder: filled in by the issue that owns them)."""
+"""``convert-official`` and ``evaluate``: import the authors' weights, and score any saved model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+DataRootOpt = typer.Option(None, "--data-root", help="Root of the MMSA folders (default: $DLF_DATA_ROOT).")
+METRIC_LABELS = {"acc7": "Acc-7", "acc5": "Acc-5", "acc2": "Acc-2 (non0)", "f1": "F1 (non0)",
+                 "acc2_has0": "Acc-2 (has0)", "f1_has0": "F1 (has0)", "corr": "Corr", "mae": "MAE"}
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("convert-official")(convert_official)
+    app.command("evaluate")(evaluate)
+
+
+def convert_official(
+    checkpoint: Path = typer.Argument(..., help="Official DLF checkpoint (a state_dict .pth, e.g. DLFmosi.pth)."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset it was trained on: mosi, mosei or a pickle path."),
+    out: Path = typer.Option(..., "--out", "-o", help="dlf-ablate checkpoint file to write."),
+    data_root: Optional[Path] = DataRootOpt,
+    pretrained: Optional[str] = typer.Option(
+        None, "--pretrained", help="BERT name or folder whose config to use (BERT checkpoints; default: inferred)."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
+) -> None:
+    """Convert the authors' DLF weights into a dlf-ablate checkpoint (unused official modules are dropped)."""
+    from dlf.convert import convert_official as run
+
+    conv = run(checkpoint, dataset, out, data_root=data_root, pretrained=pretrained, overwrite=force)
+    m = conv.config.model
+    typer.echo(f"wrote {out}: {conv.config.model.text_encoder} text mode, kernel {m.conv_kernel}, "
+               f"dims {conv.dims}, lengths {conv.seq_lens}")
+    for note in conv.notes:
+        typer.echo(f"note: {note}")
+
+
+def evaluate(
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="dlf-ablate checkpoint (train, run or convert-official)."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="mosi, mosei, synthetic-mosi, synthetic-mosei or a pickle path."),
+    split: str = typer.Option("test", "--split", help="train, valid or test."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", help="Write id,label,pred per sample to this CSV."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    data_root: Optional[Path] = DataRootOpt,
+    device: str = typer.Option("cpu", "--device", help="cpu, auto (CUDA when available), cuda or cuda:N."),
+) -> None:
+    """Metrics of a saved model on one split, and optionally its per-sample predictions."""
+    from dlf.checkpoint import evaluate_checkpoint, write_predictions
+
+    result = evaluate_checkpoint(checkpoint, dataset, split, data_root=data_root, device=device)
+    if predictions is not None:
+        write_predictions(predictions, result.ids, result.labels, result.preds)
+    if as_json:
+        typer.echo(json.dumps({"dataset": result.dataset, "split": split, "n": len(result.ids),
+                               "metrics": result.metrics, "predictions": str(predictions) if predictions else None}))
+        return
+    _print(result, checkpoint, predictions)
+
+
+def _print(result, checkpoint: Path, predictions: Optional[Path]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"{checkpoint} on {result.dataset} {result.split} ({len(result.ids)} samples)", highlight=False)
+    table = Table()
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, label in METRIC_LABELS.items():
+        value = result.metrics[key]
+        table.add_row(label, f"{value:.4f}" if key in ("corr", "mae") else f"{100 * value:.2f}")
+    console.print(table)
+    if predictions is not None:
+        console.print(f"predictions: {predictions}", highlight=False)

@@ -27,7 +27,8 @@ def worker(
     """Claim runs from the queue, train them, record the results; exit when the queue is drained."""
     from rich.console import Console
 
-    from dlf.worker import WorkerOptions, start_workers
+    from dlf.cluster import start_workers
+    from dlf.worker import WorkerOptions
 
     console = Console(stderr=True, highlight=False)
     opts = WorkerOptions(queue_url=queue, tracking_uri=tracking_uri, study=study, follow=follow, poll=poll,
@@ -45,7 +46,8 @@ def status(
     from rich.console import Console
     from rich.table import Table
 
-    from dlf.queue import STATES, queue_rows
+    from dlf.cluster import queue_rows
+    from dlf.queue import STATES
 
     rows = queue_rows(queue, study)
     console = Console(highlight=False)

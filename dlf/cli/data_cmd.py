@@ -51,7 +51,8 @@ def synth(
 
 def check(
     dataset: str = typer.Argument(..., help="A pickle path, or mosi, mosei, synthetic-mosi, synthetic-mosei."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Root of the MMSA folders (default: $DLF_DATA_ROOT)."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root",
+                                             help="Root of the MMSA folders (default: $DLF_DATA_ROOT)."),
     unaligned: bool = UnalignedOpt,
     scale: float = ScaleOpt,
     seed: int = SeedOpt,
@@ -66,13 +67,14 @@ def check(
 
 def _print_report(ds) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from dlf.data import label_histogram
 
     console = Console()
     kind = "aligned" if ds.aligned else "unaligned"
-    console.print(f"[bold]{ds.display_name}[/bold] ({kind}) {ds.path}", soft_wrap=True)
+    console.print(f"[bold]{ds.display_name}[/bold] ({kind}) {escape(str(ds.path))}", soft_wrap=True)
     layout = Table(title="Stored arrays: dtype and shape per split")
     layout.add_column("key")
     layout.add_column("dtype")

@@ -7,7 +7,6 @@ from typing import Any, Optional
 
 import typer
 
-
 METRIC_ROWS = [("acc7", "Acc-7", True), ("acc5", "Acc-5", True), ("acc2", "Acc-2 (non0)", True),
                ("f1", "F1 (non0)", True), ("acc2_has0", "Acc-2 (has0)", True), ("f1_has0", "F1 (has0)", True),
                ("corr", "Corr", False), ("mae", "MAE", False)]
@@ -40,9 +39,10 @@ def train(
 ) -> None:
     """Train one run (official protocol) and print validation and test metrics of the selected epoch."""
     from dlf.catalogue import prepare_run
-    from dlf.train import Runtime, train_run
+    from dlf.train import Runtime, resolve_device, train_run
 
     sets = _sets(set_) | ({"seed": seed} if seed is not None else {})
+    resolve_device(device)  # fail before loading any data
     cfg, data, var = prepare_run(dataset, variant, sets, data_root)
     with _progress_bar(cfg.train.max_epochs) as progress:
         result = train_run(cfg, data, Runtime(device=device, threads=threads), progress=progress)
@@ -62,7 +62,7 @@ def summary(
     data_root: Optional[Path] = DataRootOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Parameters per component (outside the text encoder in `total`) for a variant at a dataset's shapes."""
+    """Parameters per component of a variant at a dataset's shapes (features mode: no text encoder)."""
     from dlf.catalogue import model_summary
 
     info = model_summary(dataset, variant, _sets(set_), data_root)
@@ -77,9 +77,9 @@ def summary(
     table.add_column("parameters", justify="right")
     for name, n in info["components"].items():
         table.add_row(name, f"{n:,}")
-    table.add_section()
-    table.add_row("total (outside the text encoder)", f"{info['total']:,}", style="bold")
     table.add_row("text encoder", f"{info['text_encoder']:,}")
+    table.add_section()
+    table.add_row("total", f"{info['total']:,}", style="bold")
     Console().print(table)
 
 
@@ -163,11 +163,11 @@ def _save(path: Path, result: Any, data: Any, variant: str) -> None:
 
 def _print_result(result: Any, dataset: str, variant: str, save: Optional[Path]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     stop = "early stop" if result.stopped_early else "epoch cap"
-    table = Table(title=f"{variant} on {dataset}", caption=f"epoch {result.best_epoch} selected of {result.epochs} "
-                  f"({stop}); {result.train_seconds:.1f} s on {result.device}")
+    table = Table(title=escape(f"{variant} on {dataset}"))
     for col in ("metric", "validation", "test"):
         table.add_column(col, justify="left" if col == "metric" else "right")
     for key, label, percent in METRIC_ROWS:
@@ -175,5 +175,7 @@ def _print_result(result: Any, dataset: str, variant: str, save: Optional[Path])
         table.add_row(label, *cells)
     console = Console()
     console.print(table)
+    console.print(f"epoch {result.best_epoch} selected of {result.epochs} ({stop}); "
+                  f"{result.train_seconds:.1f} s on {result.device}", highlight=False)
     if save is not None:
         console.print(f"checkpoint written to {save}")

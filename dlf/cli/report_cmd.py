@@ -2,27 +2,41 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
+StudiesArg = typer.Argument(None, metavar="[STUDY]...",
+                            help="Study names or study YAMLs; none = every study in the tracking store.")
+OutOpt = typer.Option(None, "--out", help="Output folder (default: reports/<study>/ under the current "
+                      "directory; with several studies, OUT/<study>/).")
+UriOpt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+                      "else sqlite:///<DLF_HOME>/mlflow.db).")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report)
+
 
 def report(
-    studies: Optional[List[str]] = typer.Argument(
-        None, metavar="[STUDY]...", help="Study names or study YAMLs; none = every study in the store."),
-    latex: bool = typer.Option(False, "--latex", help="Write booktabs .tex tables and a \\newcommand-style macro file per table."),
+    studies: Optional[list[str]] = StudiesArg,
+    latex: bool = typer.Option(False, "--latex", help="Write booktabs .tex tables, each with a macro file "
+                               "(one \\providecommand per number) for citing single results."),
     markdown: bool = typer.Option(False, "--markdown", help="Write Markdown tables."),
-    csv: bool = typer.Option(False, "--csv", help="Write CSV tables (every statistic) and runs.csv (one row per seed run)."),
-    out: Optional[Path] = typer.Option(
-        None, "--out", help="Output folder (default reports/<study>/; with several studies, OUT/<study>/)."),
-    tracking_uri: Optional[str] = typer.Option(
-        None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the local store under $DLF_HOME)."),
-    std_ddof: int = typer.Option(1, "--std-ddof", min=0, max=1, help="Std over seeds: 1 = sample std (default), 0 = MMSA's convention."),
-    no_paper: bool = typer.Option(False, "--no-paper", help="Hide the paper's numbers and our gap to them."),
-    alpha: float = typer.Option(0.05, "--alpha", min=0.0, max=1.0, help="Significance level of the Holm-corrected paired t-tests."),
-    figures: bool = typer.Option(True, "--figures/--no-figures", help="With a file format, also draw the bar chart and confusion matrix (PDF + PNG)."),
+    csv: bool = typer.Option(False, "--csv", help="Write CSV tables (every statistic, one line per cell) "
+                             "and runs.csv (one line per seed run)."),
+    out: Optional[Path] = OutOpt,
+    tracking_uri: Optional[str] = UriOpt,
+    std_ddof: int = typer.Option(1, "--std-ddof", min=0, max=1, help="Std over seeds: 1 = sample std "
+                                 "(default), 0 = population std (MMSA's convention)."),
+    no_paper: bool = typer.Option(False, "--no-paper", help="Hide the paper's numbers and our gap to them "
+                                  "(shown for real MOSI/MOSEI runs only)."),
+    alpha: float = typer.Option(0.05, "--alpha", min=0.0, max=1.0, help="Significance level of the paired "
+                                "t-tests against the full model (Holm-corrected)."),
+    figures: bool = typer.Option(True, "--figures/--no-figures", help="With a file format, also draw the "
+                                 "ablation bar chart and the 7-class confusion matrix (PDF and PNG)."),
 ) -> None:
-    """Render the paper's Table 1 / Table 2 (mean +- std over seeds, paired tests, gaps to the paper) from tracked runs.
+    """Paper-style Table 1 / Table 2 from tracked runs: mean +- std over seeds, paired tests, gaps to the paper.
 
     With no format flag the tables are printed to the terminal. Missing or failed runs are listed.
     """
@@ -34,25 +48,21 @@ def report(
     console, err = Console(), Console(stderr=True)
     opts = ReportOptions(tuple(studies or ()), tracking_uri, latex, markdown, csv, figures, out,
                          std_ddof, not no_paper, alpha)
-    reports = make_report(opts, progress=lambda msg: err.print(f"[dim]{msg}[/dim]"))
+    with err.status("reading the tracked runs") as status:  # transient: gone once done
+        reports = make_report(opts, progress=status.update)
     for rep in reports:
-        if not opts.writes_files:
-            for table in rep.tables:
-                for part in to_rich(table):
-                    console.print(part)
-                console.print()
+        for table in rep.tables if not opts.writes_files else ():
+            for part in to_rich(table, console.width):
+                console.print(part)
+            console.print()
         if not rep.tables:
-            err.print(f"{rep.study}: no finished runs")
+            err.print(f"{rep.study}: no finished runs", highlight=False, markup=False)
         for path in rep.written:
-            console.print(f"wrote {path}", highlight=False)
+            console.print(f"wrote {path}", highlight=False, markup=False)
         if rep.problems:
-            err.print(f"{rep.study}: {len(rep.problems)} expected run(s) not finished (not in the tables):",
-                      highlight=False)
+            err.print(f"{rep.study}: {len(rep.problems)} expected run(s) not finished (left out of the tables):",
+                      highlight=False, markup=False)
             for line in format_problems(rep.problems):
                 err.print(f"  {line}", highlight=False, markup=False)
-        for line in dict.fromkeys(rep.warnings):
+        for line in rep.warnings:
             err.print(f"warning: {line}", highlight=False, markup=False)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("report")(report)

@@ -52,6 +52,7 @@ def tune(
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Root of the MMSA folders "
                                              "(default: $DLF_DATA_ROOT)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs, CI)."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Skip the importance/history/Pareto PNGs."),
 ) -> None:
     """Search loss weights with Optuna on VALIDATION metrics; resumable, tracked, exported for `run`."""
     from dlf.config import parse_set_options
@@ -64,11 +65,8 @@ def tune(
         seeds=_seeds(seeds), export=str(export) if export else None, tracking_uri=tracking_uri,
         set_overrides=parse_set_options(set_ or []), set_file=str(set_file) if set_file else None,
         data_root=str(data_root) if data_root else None, device=device, threads=threads,
-        progress=not no_progress,
+        progress=not no_progress, plots=not no_plots,
     )
-    if opts.multi_objective and len(opts.multi_objective) > 1:
-        typer.echo(f"multi-objective search over {', '.join(opts.multi_objective)}: pruning is OFF "
-                   "(Optuna cannot prune on several objectives); the Pareto front is reported.")
     result = run_tune(opts)
     _print(result)
     if result.errors:
@@ -98,7 +96,7 @@ def _print(r) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(soft_wrap=True)  # long paths stay on one line (logs, copy-paste)
     c = r.counts
     console.print(f"study {r.study_name!r} in {r.storage}: {c['finished']} finished "
                   f"({c['COMPLETE']} complete, {c['PRUNED']} pruned), {c['FAIL']} failed"

@@ -44,16 +44,10 @@ class StudyReport:
 
 
 def default_tracking_uri(explicit: str | None = None) -> str:
-    """The flag, else the tracking module's resolver, else the contract's default store."""
-    if explicit:
-        return explicit
-    try:
-        from dlf.tracking import resolve_tracking_uri
-    except ImportError:  # the tracking module is not in this checkout yet
-        from dlf.resources import home_dir
+    """The flag, then $MLFLOW_TRACKING_URI, then the local store (the tracking module's rules)."""
+    from dlf.tracking import resolve_tracking_uri
 
-        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home_dir() / 'mlflow.db'}"
-    return resolve_tracking_uri(None)
+    return resolve_tracking_uri(explicit)
 
 
 def make_report(opts: ReportOptions, progress: Callable[[str], None] | None = None) -> list[StudyReport]:
@@ -67,7 +61,9 @@ def make_report(opts: ReportOptions, progress: Callable[[str], None] | None = No
     uri = default_tracking_uri(opts.tracking_uri)
     slots = dict(study_slots(arg) for arg in opts.studies)
     say(f"reading runs from {uri}")
-    got = collect(uri, list(slots) or None, {k: v for k, v in slots.items() if v is not None})
+    figures = opts.writes_files and opts.figures  # only the confusion matrix needs predictions
+    got = collect(uri, list(slots) or None, {k: v for k, v in slots.items() if v is not None},
+                  predictions_for=None if figures else ())
     finished = got.finished
     if finished.empty:
         which = ", ".join(slots) if slots else "any study"
@@ -83,7 +79,8 @@ def make_report(opts: ReportOptions, progress: Callable[[str], None] | None = No
         mine = got.problems[got.problems["study"] == study].drop(columns="study")
         rep = StudyReport(study, [t for t in tables if t.study == study],
                           mine.astype(object).where(mine.notna(), None).to_dict("records"),
-                          int((finished["study"] == study).sum()), warnings=list(got.warnings))
+                          int((finished["study"] == study).sum()),
+                          warnings=[w for s, w in got.warnings if s == study])
         if opts.writes_files and rep.tables:
             rep.out_dir = _out_dir(opts, study)
             say(f"writing {study} to {rep.out_dir}")

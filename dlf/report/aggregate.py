@@ -92,6 +92,8 @@ def _paired(values: pd.Series, ref: pd.Series | None, m: str, is_ref: bool) -> d
     both = pd.concat([values.rename("x"), ref.rename("y")], axis=1, join="inner").dropna()
     if len(both) < 2:
         return {f"{m}_p": math.nan, f"{m}_pairs": len(both)}
+    if (both["x"] == both["y"]).all():  # identical on every seed: no evidence of a difference
+        return {f"{m}_p": 1.0, f"{m}_pairs": len(both)}
     with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # near-constant differences: scipy warns, p stays valid
         p = float(stats.ttest_rel(both["x"], both["y"]).pvalue)

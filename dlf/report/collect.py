@@ -32,7 +32,7 @@ class Collected:
     runs: pd.DataFrame  # META_COLUMNS + val_*/test_* metrics; the chosen run of every slot
     problems: pd.DataFrame  # PROBLEM_COLUMNS: status 'missing' | 'failed' | 'killed' | 'running'
     predictions: pd.DataFrame  # PRED_COLUMNS, finished runs of the variants asked for
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (study, message)
 
     @property
     def finished(self) -> pd.DataFrame:
@@ -57,13 +57,20 @@ def collect(tracking_uri: str, studies: Iterable[str] | None = None,
         rows += [_seed_row(r, exp.name) for r in _search(client, exp.experiment_id, "seed")]
         parents[exp.name] = {(r.data.tags.get("dlf.variant"), r.data.tags.get("dlf.dataset"))
                              for r in _search(client, exp.experiment_id, "parent")}
-    runs = _choose(pd.DataFrame(rows, columns=META_COLUMNS) if not rows else pd.DataFrame(rows))
+    runs = _choose(_frame(rows))
     names = wanted or sorted(parents)
     problems = _problems(runs, names, expected or {}, parents)
     if predictions_for is None:
         predictions_for = set(runs.loc[runs["group"].isna(), "variant"]) if not runs.empty else set()
     preds, warnings = _predictions(client, runs, set(predictions_for))
     return Collected(runs, problems, preds, warnings)
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    """Tidy rows with a stable column order: metadata, then val_*, then test_* (sorted)."""
+    metrics = sorted({k for r in rows for k in r if k not in META_COLUMNS},
+                     key=lambda k: (not k.startswith("val_"), k))
+    return pd.DataFrame(rows, columns=META_COLUMNS + metrics)
 
 
 def _client(uri: str):
@@ -164,10 +171,10 @@ def _problems(runs: pd.DataFrame, studies: list[str], expected: dict, parents: d
     return pd.DataFrame(out, columns=PROBLEM_COLUMNS)
 
 
-def _predictions(client, runs: pd.DataFrame, variants: set[str]) -> tuple[pd.DataFrame, list[str]]:
-    frames, warnings = [], []
+def _predictions(client, runs: pd.DataFrame, variants: set[str]) -> tuple[pd.DataFrame, list]:
+    frames, unreadable = [], {}
     if runs.empty:
-        return pd.DataFrame(columns=PRED_COLUMNS), warnings
+        return pd.DataFrame(columns=PRED_COLUMNS), []
     todo = runs[(runs["status"] == "FINISHED") & runs["variant"].isin(variants)]
     with tempfile.TemporaryDirectory(prefix="dlf-report-") as tmp:
         for run in todo.itertuples():
@@ -175,13 +182,15 @@ def _predictions(client, runs: pd.DataFrame, variants: set[str]) -> tuple[pd.Dat
                 path = client.download_artifacts(run.run_id, "predictions/test.csv",
                                                  os.path.join(tmp, run.run_id))
                 preds = pd.read_csv(path, dtype={"id": str})[["id", "label", "pred"]]
-            except Exception as err:  # a missing or broken artifact must not sink the report
-                warnings.append(f"{run.variant}@{run.dataset}#{run.seed}: no readable "
-                                f"predictions/test.csv ({type(err).__name__})")
+            except Exception:  # a missing or broken artifact must not sink the report
+                unreadable.setdefault(run.study, []).append(f"{run.variant}@{run.dataset}#{run.seed}")
                 continue
             meta = dict(study=run.study, variant=run.variant, dataset=run.dataset,
                         seed=run.seed, run_id=run.run_id)
             frames.append(preds.assign(**meta)[PRED_COLUMNS])
+    warnings = [(study, f"no readable predictions/test.csv in {len(names)} run(s) ({', '.join(names[:4])}"
+                        f"{', ...' if len(names) > 4 else ''}): left out of the confusion matrix")
+                for study, names in unreadable.items()]
     if not frames:
         return pd.DataFrame(columns=PRED_COLUMNS), warnings
     return pd.concat(frames, ignore_index=True), warnings
@@ -190,38 +199,18 @@ def _predictions(client, runs: pd.DataFrame, variants: set[str]) -> tuple[pd.Dat
 def study_slots(arg: str) -> tuple[str, list[tuple[str, str, int]] | None]:
     """A STUDY argument -> (study name, expected (variant, dataset, seed) slots or None).
 
-    A YAML path or a built-in study name is expanded with ``dlf.study.load_study``; any other
-    name is taken as an experiment in the store, checked against its own parent runs.
+    A YAML path or a built-in study name is read with ``dlf.study.load_study``; any other name is
+    taken as an experiment in the store, checked against its own parent runs.
     """
+    from dlf.study import load_study
+
     is_file = arg.endswith((".yaml", ".yml")) or os.sep in arg
     if is_file and not Path(arg).is_file():
         raise DLFError(f"{arg}: no such study file; pass a study YAML or a study name")
-    try:
-        from dlf.study import load_study
-    except ImportError:  # the study runner is not installed in this checkout yet
-        load_study = _load_study_yaml if is_file else None
-    if load_study is None:
-        return arg, None
     try:
         spec = load_study(arg)
     except DLFError:
         if is_file:
             raise
         return arg, None  # not a built-in study: an experiment name in the store
-    variants = [getattr(v, "name", v) for v in spec.variants]
-    variants += [v for v in (getattr(spec, "variants_inline", None) or {}) if v not in variants]
-    seeds = range(spec.seeds) if isinstance(spec.seeds, int) else spec.seeds
-    return spec.name, [(v, str(d), int(s)) for v in variants for d in spec.datasets for s in seeds]
-
-
-def _load_study_yaml(path: str):
-    """Minimal reader of the keys the report needs, for checkouts without dlf.study."""
-    import types
-
-    import yaml
-
-    raw = yaml.safe_load(Path(path).read_text()) or {}
-    missing = [k for k in ("name", "datasets", "variants", "seeds") if k not in raw]
-    if missing:
-        raise DLFError(f"{path}: missing key {missing[0]!r}; a study names name, datasets, variants, seeds")
-    return types.SimpleNamespace(**raw)
+    return spec.name, [(v, d, int(s)) for v in spec.variants for d in spec.datasets for s in spec.seeds]

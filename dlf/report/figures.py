@@ -14,7 +14,7 @@ from dlf.report.paper import LABELS
 from dlf.report.tables import Table
 
 CLASSES = ("HN", "N", "WN", "NT", "WP", "P", "HP")  # -3 .. 3, the paper's Figure 4 names
-_UNITS = {"mae": " (lower is better)", "corr": ""}
+_UNITS = {"mae": " (\u2193)", "corr": " (\u2191)"}
 _PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
 
 
@@ -27,6 +27,8 @@ def _figure(width: float, height: float):
 def _save(fig, stem: Path) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".pdf"), stem.with_suffix(".png")]
+    fig.draw_without_rendering()  # lay out once, then freeze it for both formats
+    fig.set_layout_engine("none")
     for path in paths:
         fig.savefig(path, dpi=150)
     return paths
@@ -37,8 +39,8 @@ def ablation_chart(table: Table, stem: Path) -> list[Path]:
     reference model's mean as a dashed line and the significance mark above tested bars."""
     rows = [(b, r) for b in table.blocks for r in b.rows if r.kind == "measured"]
     metrics = [c for c in table.columns if c.kind == "value"]
-    names = list(dict.fromkeys(b.title or "reference" for b, _ in rows))
-    colors = [_PALETTE[names.index(b.title or "reference") % len(_PALETTE)] for b, _ in rows]
+    names = list(dict.fromkeys(b.title or "full model" for b, _ in rows))
+    colors = [_PALETTE[names.index(b.title or "full model") % len(_PALETTE)] for b, _ in rows]
     fig = _figure(max(6.0, 0.45 * len(rows) * len(metrics) / 2 + 3), 4.2)
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     x = np.arange(len(rows))
@@ -105,15 +107,17 @@ def confusion_figure(labels: Sequence[float], preds: Sequence[float], stem: Path
                       color="white" if share[i, j] > 0.55 else "black")
     left.set_xticks(range(7), CLASSES)
     left.set_yticks(range(7), [f"{c} ({t})" for c, t in zip(CLASSES, totals[:, 0])])
-    left.set_xlabel("predicted")
-    left.set_ylabel("true (count)")
-    fig.colorbar(image, ax=left, fraction=0.046, label="share of the true class")
+    left.set_xlabel("predicted class")
+    left.set_ylabel("true class (count)")
+    left.set_title("confusion matrix (colour: share of the true class)", fontsize=9)
+    fig.colorbar(image, ax=left, fraction=0.046)
     accuracy = np.diag(share) * 100
     right.bar(range(7), accuracy, color="#4c72b0", edgecolor="black", linewidth=0.5)
     for i, acc in enumerate(accuracy):
         right.text(i, acc + 1, "-" if totals[i, 0] == 0 else f"{acc:.1f}", ha="center", fontsize=8)
     right.set_xticks(range(7), CLASSES)
     right.set_ylim(0, 105)
-    right.set_ylabel("accuracy of the class (%)")
+    right.set_xlabel("true class")
+    right.set_title("accuracy per true class (%)", fontsize=9)
     fig.suptitle(title, fontsize=10)
     return _save(fig, stem)

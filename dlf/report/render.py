@@ -6,6 +6,7 @@ No pandas or MLflow here. Captions and footnotes are written once, against a sma
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from dataclasses import dataclass
 from typing import Callable
@@ -29,46 +30,53 @@ class Style:
     sup: Callable[[str], str]
     code: Callable[[str], str]
     escape: Callable[[str], str]
-    gap: Callable[[str, str | None], str]  # ('-1.23', '-2.4' or None) -> '-1.23 (-2.4 sigma)'
+    signed: Callable[[str], str]  # '-1.23' as printed
+    units: Callable[[str], str]  # '-2.4' -> '-2.4 sigma' as printed
     p_below: Callable[[float], str]  # 0.05 -> 'p < 0.05'
+    compact_pm: Callable[[str, str], str]  # mean, std -> a narrow cell for wide tables
 
 
-def _plain_gap(points: str, units: str | None) -> str:
-    return points if units is None else f"{points} ({units}\u03c3)"
+GAP_ROWS = ("gap", "gap_std")
 
 
 MARKDOWN = Style(" \u00b1 ", "\u03c3", "\u0394", "-", "\u2191", "\u2193", "%",
                  bold=lambda s: f"**{s}**", sup=lambda m: m.replace("*", "\\*"),
                  code=lambda s: f"`{s}`", escape=lambda s: s.replace("|", "\\|").replace("*", "\\*"),
-                 gap=_plain_gap, p_below=lambda a: f"p < {a:g}")
-PLAIN = Style(" \u00b1 ", "\u03c3", "\u0394", "-", "\u2191", "\u2193", "%", bold=lambda s: s,
-              sup=lambda m: m, code=lambda s: s, escape=lambda s: s, gap=_plain_gap,
-              p_below=lambda a: f"p < {a:g}")
+                 signed=lambda s: s, units=lambda u: f"{u}\u03c3", p_below=lambda a: f"p < {a:g}",
+                 compact_pm=lambda m, s: f"{m} \u00b1 {s}")
+PLAIN = dataclasses.replace(MARKDOWN, bold=lambda s: s, sup=lambda m: m, code=lambda s: s,
+                            escape=lambda s: s)
 
 
 def num(value: float | None, digits: int, st: Style) -> str:
     return st.dash if value is None else f"{value:.{digits}f}"
 
 
-def gap_text(cell: Cell, st: Style) -> str:
-    """Ours minus paper in points, and in units of our std when there is one."""
-    if cell.gap is None:
-        return st.dash
-    units = None if cell.gap_std is None else f"{cell.gap_std:+.1f}"
-    return st.gap(f"{cell.gap:+.{cell.decimals}f}", units)
+def gap_text(cell: Cell, st: Style, part: str = "both") -> str:
+    """Ours minus paper in points and/or ('points' | 'units' | 'both') in units of our std."""
+    points = None if cell.gap is None else st.signed(f"{cell.gap:+.{cell.decimals}f}")
+    units = None if cell.gap_std is None else st.units(f"{cell.gap_std:+.1f}")
+    if part == "points" or (part == "both" and units is None):
+        return points or st.dash
+    if part == "units":
+        return units or st.dash
+    return f"{points} ({units})" if points else st.dash
 
 
-def cell_text(row: Row, col: Column, st: Style) -> str:
+def cell_text(row: Row, col: Column, st: Style, compact: bool = False) -> str:
     cell = row.cells.get(col.key)
     if cell is None:
         return st.dash
-    if row.kind == "gap" or col.kind == "gap":
+    if row.kind in GAP_ROWS:
+        return gap_text(cell, st, "points" if row.kind == "gap" else "units")
+    if col.kind == "gap":
         return gap_text(cell, st)
     if col.kind == "paper":
         return num(cell.paper, cell.decimals, st)
     text = num(cell.mean, cell.decimals, st)
     if row.kind == "measured" and cell.mean is not None and cell.n > 1 and cell.std is not None:
-        text += st.pm + num(cell.std, cell.decimals, st)
+        std = num(cell.std, cell.decimals, st)
+        text = st.compact_pm(text, std) if compact else text + st.pm + std
     if cell.best:
         text = st.bold(text)
     if cell.sig:
@@ -104,6 +112,8 @@ def row_label(row: Row, st: Style, latex: bool = False) -> str:
     label = row.latex if latex and row.latex else st.escape(row.label)
     if row.kind == "gap":
         label = f"{st.delta} to paper"
+    elif row.kind == "gap_std":
+        label = f"{st.delta} in std units"
     return label + (st.sup(row.mark) if row.mark else "")
 
 
@@ -122,7 +132,7 @@ def seed_phrase(table: Table) -> str:
     if not ns:
         return "no seeds"
     if len(ns) > 1:
-        return f"{ns[0]}-{ns[-1]} seeds (n per row)"
+        return f"{ns[0]}-{ns[-1]} seeds" + (" (n per row)" if table.show_n else "")
     return "1 seed (no std)" if ns[0] == 1 else f"{ns[0]} seeds"
 
 
@@ -151,24 +161,27 @@ def block_title(table: Table, block, st: Style, short: bool = False) -> str | No
 def notes(table: Table, st: Style) -> list[str]:
     """Footnotes: only the ones that apply to what the table shows."""
     rows = [r for b in table.blocks for r in b.rows]
-    cells = [c for r in rows if r.kind != "gap" for c in r.cells.values()]
+    cells = [c for r in rows if r.kind not in GAP_ROWS for c in r.cells.values()]
     out = []
     if any(c.best for c in cells):
-        out.append(f"Bold: best per column (MAE: lower is better; all others higher).")
+        out.append("Bold: best per column (MAE: lower is better; all others higher).")
     tested = [c for r in rows if r.kind == "measured" for c in r.cells.values() if c.p is not None]
     if tested:
         out.append(f"{st.sup(SIG)}: differs from {st.escape(table.reference_label or 'the reference')} "
                    f"with Holm-adjusted {st.p_below(table.alpha)} (two-sided paired t-test over the seeds both "
                    "finished; Holm across the rows of this table, per metric).")
-    untested = [r for r in rows if r.kind == "measured" and r.variant and any(
+    untested = [r for r in rows if r.kind == "measured" and not r.is_reference and any(
         c.p is None and c.mean is not None for c in r.cells.values())]
-    if tested and len(untested) > 1:
+    if tested and untested:
         out.append("Rows with fewer than two seeds in common with the reference are not tested.")
-    if table.paper_columns:
+    if table.paper_columns and table.kind == "table2":
         out.append(f"Paper: the DLF paper's number; {st.delta}: ours minus paper in points "
                    f"(in brackets, in units of our std {st.sigma}).")
-    used = sorted({r.mark for r in rows if r.mark} | {c.mark for c in cells if c.mark}, key=len)
-    for mark in used:
+    elif table.paper_columns:
+        out.append(f"{st.delta} to paper: our mean minus the paper's DLF row, in points; in std units: "
+                   f"divided by our std {st.sigma}.")
+    used = {r.mark for r in rows if r.mark} | {c.mark for c in cells if c.mark}
+    for mark in [m for m in SOURCE_NOTES if m in used]:  # a fixed order: the paper caption's
         out.append(f"{st.sup(mark)}: {SOURCE_NOTES.get(mark, 'see the paper')}.")
     if any(b.kind == "reference" for b in table.blocks):
         out.append(f"{st.dash}: not reported.")
@@ -210,7 +223,7 @@ def to_csv(table: Table) -> str:
     f = lambda x, spec=".6f": "" if x is None else format(x, spec)  # noqa: E731
     for block in table.blocks:
         for row in block.rows:
-            if row.kind == "gap":
+            if row.kind in GAP_ROWS:
                 continue
             for col in (c for c in table.columns if c.kind == "value"):
                 cell = row.cells.get(col.key)
@@ -226,9 +239,10 @@ def to_csv(table: Table) -> str:
     return buf.getvalue()
 
 
-def to_rich(table: Table, max_columns: int = 6) -> list:
-    """rich Tables for the terminal (same cells; bold where the paper would bold). Wide tables
-    are split by column group, at most ``max_columns`` value columns each."""
+def to_rich(table: Table, width: int = 120) -> list:
+    """rich Tables for the terminal (same cells; bold where the paper would bold). Tables wider
+    than ``width`` characters are split by column group."""
+    max_columns = max(2, (width - 28) // 16)  # a 'Method' column, then ~16 characters a cell
     chunks, current = [], []
     for g in table.groups:
         if current and sum(len(x.columns) for x in current) + len(g.columns) > max_columns:
@@ -253,7 +267,7 @@ def _rich_part(table: Table, groups: list[ColumnGroup], first: bool, last: bool)
     for g, c in cols:
         top = group_title(table, g, st) if c is g.columns[0] else ""
         rt.add_column("\n".join(filter(None, [top, column_title(table, g, c, st)])) if top is not None
-                      else column_title(table, g, c, st), justify="right", no_wrap=True)
+                      else column_title(table, g, c, st), justify="right")
     for block in table.blocks:
         title = block_title(table, block, st, short=True)
         if title:
@@ -271,4 +285,4 @@ def _rich_cell(row: Row, col: Column) -> str:
 
     text = escape(cell_text(row, col, PLAIN))
     cell = row.cells.get(col.key)
-    return f"[bold]{text}[/bold]" if cell and cell.best and col.kind == "value" and row.kind != "gap" else text
+    return f"[bold]{text}[/bold]" if cell and cell.best and col.kind == "value" and row.kind not in GAP_ROWS else text

@@ -56,12 +56,13 @@ class ColumnGroup:
 class Row:
     label: str
     latex: str | None  # the dlf.latex tag (LaTeX source); None: render escapes ``label``
-    kind: str = "measured"  # 'measured' | 'reference' (quoted from the paper) | 'gap'
+    kind: str = "measured"  # 'measured' | 'reference' (quoted) | 'gap' / 'gap_std' (to the paper)
     variant: str | None = None
     dataset: str | None = None
     n: int = 0
     mark: str = ""
     cells: dict[str, Cell] = field(default_factory=dict)
+    is_reference: bool = False  # the row the others are tested against
 
 
 @dataclass
@@ -115,6 +116,11 @@ def dataset_info(dataset: str, family: str, synthetic: bool) -> Dataset:
     return Dataset(dataset, display, family or "", bool(synthetic))
 
 
+def _text(x) -> str | None:
+    """A tag value or None (pandas gives NaN for a missing string)."""
+    return x if isinstance(x, str) and x else None
+
+
 def _none(x) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
@@ -130,10 +136,11 @@ def measured_cell(rec: dict, m: str) -> Cell:
                 _none(rec.get(f"{m}_paper")), _none(rec.get(f"{m}_gap")), _none(rec.get(f"{m}_gap_std")))
 
 
-def _measured_row(rec: dict, metrics, label: str | None = None) -> Row:
+def _measured_row(rec: dict, metrics) -> Row:
     ds = rec["dataset"]
-    return Row(label or rec["label"], None if label else rec["latex"], "measured",
-               rec["variant"], ds, int(rec["n"]), cells={f"{ds}:{m}": measured_cell(rec, m) for m in metrics})
+    return Row(rec["label"], _text(rec.get("latex")), "measured",
+               rec["variant"], ds, int(rec["n"]), cells={f"{ds}:{m}": measured_cell(rec, m) for m in metrics},
+               is_reference=bool(rec.get("is_reference", False)))
 
 
 def _group_order(frame: pd.DataFrame) -> list:
@@ -168,6 +175,8 @@ def table2(frame: pd.DataFrame, study: str, dataset: str, paper_columns: bool, d
     else:
         groups = [ColumnGroup(None, [Column(dataset, m) for m in metrics])]
     records = frame.to_dict("records")
+    for r in records:
+        r["group"] = _text(r["group"])
     top = [r for r in records if r["is_reference"]] + \
           [r for r in records if not r["is_reference"] and r["group"] is None]
     blocks = [Block(None, [_measured_row(r, metrics) for r in top])] if top else []
@@ -189,21 +198,21 @@ def table1(frame: pd.DataFrame, study: str, datasets: list[str], paper: PaperTab
     blocks = []
     if paper is not None:
         blocks.append(Block("quoted", [_quoted_row(r, infos, metrics) for r in paper.table1], "reference"))
-    label = next(iter(records.values()))["label"]
-    mine = Row(label, next(iter(records.values()))["latex"], "measured",
-               next(iter(records.values()))["variant"], None,
-               min(int(r["n"]) for r in records.values()))
+    first = records[datasets[0]]
+    mine = Row(first["label"], _text(first.get("latex")), "measured", first["variant"], None,
+               min(int(r["n"]) for r in records.values()), is_reference=True)
     for d in datasets:
         mine.cells.update(_measured_row(records[d], metrics).cells)
     rows = [mine]
     show_gap = paper_columns and any(c.gap is not None for c in mine.cells.values())
     if show_gap:
-        rows.append(Row("gap to paper", None, "gap", mine.variant, None, mine.n, cells=mine.cells))
+        rows += [Row(f"{kind} to paper", None, kind, mine.variant, None, mine.n, cells=mine.cells)
+                 for kind in ("gap", "gap_std")]
     blocks.append(Block("measured", rows))
     _bold_table1(blocks, infos, metrics)
-    n_values = sorted({int(r["n"]) for r in records.values()})
-    return Table("table1", "table1", study, infos, groups, blocks, ddof, alpha, label,
-                 len(n_values) > 1, n_values, show_gap)
+    n_values = sorted({int(r["n"]) for r in records.values()})  # one row: n can differ only by dataset
+    return Table("table1", "table1", study, infos, groups, blocks, ddof, alpha, first["label"],
+                 False, n_values, show_gap)
 
 
 def _column_title(info: Dataset) -> str:
@@ -228,9 +237,10 @@ def _bold_table1(blocks: list[Block], infos: list[Dataset], metrics) -> None:
             key = f"{info.name}:{m}"
             if info.synthetic:
                 for b in blocks:
-                    _best_in_column([r for r in b.rows if r.kind != "gap"], key, m)
+                    _best_in_column([r for r in b.rows if r.kind in ("measured", "reference")], key, m)
             else:
-                _best_in_column([r for b in blocks for r in b.rows if r.kind != "gap"], key, m)
+                _best_in_column([r for b in blocks for r in b.rows if r.kind in ("measured", "reference")],
+                                key, m)
 
 
 def slug(text: str) -> str:
