@@ -1,8 +1,9 @@
 """Training and evaluation speed of every catalogue variant at MOSI and MOSEI shapes (features mode).
 
 Prints the median time of one training micro-step (forward + loss + backward + value clipping, with
-the optimizer step amortised over ``train.accumulation`` micro-steps), of one evaluation batch of 64,
-and the estimated time of a full epoch (MOSI: 81 micro-steps + 8 optimizer steps + 229 + 686
+the optimizer step amortised over ``train.accumulation`` micro-steps), of one evaluation batch of 64
+(wall time, and this process's CPU time, the steadier figure on a shared machine), and the
+estimated wall time of a full epoch (MOSI: 81 micro-steps + 8 optimizer steps + 229 + 686
 evaluation samples; MOSEI: 1021 + 102 + 1871 + 4659). Inputs are random tensors of the real shapes.
 
 Reference, the official code on a 2-core CPU (its model and loss, identity text encoder, 2 threads):
@@ -41,18 +42,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_it(fn, repeats: int, device: torch.device, warmup: int = 3) -> float:
-    """Median milliseconds of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones."""
+def time_it(fn, repeats: int, device: torch.device, warmup: int = 3) -> tuple[float, float]:
+    """Median (wall, process CPU) milliseconds of ``fn()`` over ``repeats`` calls after ``warmup``.
+
+    On a shared machine the CPU time of this process is the steadier figure: with 1 thread it is
+    close to the wall time the step would take on an idle core (with N threads it sums them).
+    """
     for _ in range(warmup):
         fn()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
         _sync(device)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         _sync(device)
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
+        wall.append(1000 * (time.perf_counter() - start))
+        cpu.append(1000 * (time.process_time() - start_cpu))
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def bench_variant(cfg, family: str, repeats: int, device: torch.device) -> dict[str, float]:
@@ -79,12 +85,13 @@ def bench_variant(cfg, family: str, repeats: int, device: torch.device) -> dict[
         with torch.inference_mode():
             model(*eval_x)
 
-    micro, step, ev = (time_it(f, repeats, device) for f in (micro_step, opt_step, eval_batch))
+    (micro, micro_cpu), (step, _), (ev, ev_cpu) = (time_it(f, repeats, device) for f in (micro_step, opt_step, eval_batch))
     n_train, n_val, n_test = SPLITS[family]
     n_micro = math.ceil(n_train / BATCH)
     n_eval = math.ceil(n_val / EVAL_BATCH) + math.ceil(n_test / EVAL_BATCH)
     epoch = (n_micro * micro + (n_micro // cfg.train.accumulation) * step + n_eval * ev) / 1000
-    return {"micro": micro + step / cfg.train.accumulation, "eval": ev, "epoch": epoch, "opt": step}
+    return {"micro": micro + step / cfg.train.accumulation, "micro_cpu": micro_cpu, "eval": ev, "eval_cpu": ev_cpu,
+            "epoch": epoch, "opt": step}
 
 
 def profile_full(family: str, device: torch.device, rows: int = 25) -> None:
@@ -125,7 +132,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
           + f", threads {torch.get_num_threads()}, repeats {args.repeats}, micro-batch {BATCH}, eval batch {EVAL_BATCH}")
-    print(f"{'family':7} {'variant':16} {'micro-step ms':>14} {'(opt step ms)':>14} {'eval-64 ms':>11} {'epoch s':>9}")
+    print(f"{'family':7} {'variant':16} {'micro-step ms':>14} {'(cpu ms)':>9} {'opt step ms':>12} "
+          f"{'eval-64 ms':>11} {'(cpu ms)':>9} {'epoch s':>8}")
     for family in args.families.split(","):
         for name in names:
             cfg = variant_config(family, catalogue[name])
@@ -133,8 +141,8 @@ def main() -> None:
                 print(f"{family:7} {name:16} skipped: text encoder {cfg.model.text_encoder} (features mode only)")
                 continue
             r = bench_variant(cfg, family, args.repeats, device)
-            print(f"{family:7} {name:16} {r['micro']:14.1f} {r['opt']:14.1f} {r['eval']:11.1f} {r['epoch']:9.2f}",
-                  flush=True)
+            print(f"{family:7} {name:16} {r['micro']:14.1f} {r['micro_cpu']:9.1f} {r['opt']:12.1f} "
+                  f"{r['eval']:11.1f} {r['eval_cpu']:9.1f} {r['epoch']:8.2f}", flush=True)
     print("official code (2-core CPU, 2 threads): MOSI micro-step 280 ms, eval-64 156 ms, epoch ~25 s")
     if args.profile:
         profile_full(args.families.split(",")[0], device)

@@ -18,7 +18,7 @@ from torch import nn
 
 from dlf.config import ModelConfig
 from dlf.errors import DLFError
-from dlf.layers import TransformerEncoder
+from dlf.layers import TransformerEncoder, dropout
 
 __all__ = ["ResidualHead", "BertText", "LanguageFocusedAttractor", "CrossModalAttention", "make_encoder",
            "key_dropout"]
@@ -45,10 +45,7 @@ class ResidualHead(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.proj1(x))
-        if self.training and self.dropout > 0:
-            h = F.dropout(h, self.dropout, True)
-        return self.proj2(h) + x
+        return self.proj2(dropout(F.relu(self.proj1(x)), self.dropout, self.training)) + x
 
     def predict(self, g: torch.Tensor) -> torch.Tensor:
         """(B, width) -> (B,)."""

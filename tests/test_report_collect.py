@@ -2,6 +2,8 @@
 (see tests/report_store.py, which writes it)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from report_store import demo_metrics, shared_demo_store
@@ -106,3 +108,13 @@ def test_a_missing_sqlite_store_is_an_error_and_is_not_created(tmp_path):
 def test_an_unknown_study_gives_no_rows(uri):
     got = collect(uri, ["nothing-here"])
     assert got.runs.empty and got.problems.empty and got.predictions.empty
+
+
+def test_collect_is_the_only_report_module_that_imports_mlflow():
+    import re
+
+    import dlf.report
+
+    folder = Path(dlf.report.__file__).parent
+    users = {p.name for p in folder.glob("*.py") if re.search(r"^\s*(from|import) mlflow", p.read_text(), re.M)}
+    assert users == {"collect.py"}

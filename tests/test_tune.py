@@ -280,3 +280,14 @@ def test_interrupted_trial_is_failed_requeued_and_run_on_resume(trainer, study_f
     trials = load(o).trials
     assert trials[3].params == trials[2].params and trials[3].state == TrialState.COMPLETE
     assert len(finished(load(o))) == 4
+
+
+def test_repeated_failures_stop_the_search_with_the_cause(study_file, tracking, tmp_path, monkeypatch):
+    def broken(cfg, dataset, runtime=None, on_epoch=None, progress=None):
+        raise ValueError("features contain NaN")
+
+    monkeypatch.setattr(dlf.train, "train_run", broken)
+    result = tune(opts(study_file, tracking, tmp_path, trials=5, study_name="broken"))
+    assert len(result.errors) == 1 and "3 trials in a row failed" in result.errors[0]
+    assert "ValueError: features contain NaN" in result.errors[0]
+    assert result.counts["FAIL"] == 3 and result.counts["finished"] == 0 and result.export is None

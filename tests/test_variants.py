@@ -109,11 +109,16 @@ def test_total_is_the_weighted_sum_of_the_terms(name):
 
 
 def test_full_model_overfits_a_tiny_batch():
-    """40 Adam steps on 7 samples cut the final head's L1 at least 5-fold (short sequences: speed)."""
+    """30 Adam steps on 7 samples cut the final head's L1 at least 5-fold (about 10-fold measured).
+
+    Dropout is off (it only slows fitting) and the sequences are short (speed); the full loss trains.
+    """
     from dlf.losses import loss_terms
     from dlf.model import build_model
 
-    cfg = variant_config("mosi", get_variant("full"))
+    no_dropout = {f"model.{k}": 0.0 for k in ("text_dropout", "attn_dropout", "attn_dropout_a", "attn_dropout_v",
+                                               "embed_dropout", "relu_dropout", "res_dropout", "output_dropout")}
+    cfg = variant_config("mosi", get_variant("full"), no_dropout)
     lens = {m: 12 for m in SEQ_LENS}
     torch.manual_seed(0)
     model = build_model(cfg, DIMS, lens)
@@ -128,7 +133,7 @@ def test_full_model_overfits_a_tiny_batch():
 
     before = final_l1()
     model.train()
-    for _ in range(40):
+    for _ in range(30):
         optimizer.zero_grad()
         loss_terms(model(*inputs), LABELS, cfg)["total"].backward()
         optimizer.step()

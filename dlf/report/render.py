@@ -170,10 +170,11 @@ def notes(table: Table, st: Style) -> list[str]:
         out.append(f"{st.sup(SIG)}: differs from {st.escape(table.reference_label or 'the reference')} "
                    f"with Holm-adjusted {st.p_below(table.alpha)} (two-sided paired t-test over the seeds both "
                    "finished; Holm across the rows of this table, per metric).")
-    untested = [r for r in rows if r.kind == "measured" and not r.is_reference and any(
-        c.p is None and c.mean is not None for c in r.cells.values())]
+    untested = [c for r in rows if r.kind == "measured" and not r.is_reference
+                for c in r.cells.values() if c.p is None and c.mean is not None and c.n > 0]
     if tested and untested:
-        out.append("Rows with fewer than two seeds in common with the reference are not tested.")
+        out.append("Cells without a test: fewer than two seeds in common with the reference, or the "
+                   "same difference on every seed.")
     if table.paper_columns and table.kind == "table2":
         out.append(f"Paper: the DLF paper's number; {st.delta}: ours minus paper in points "
                    f"(in brackets, in units of our std {st.sigma}).")
@@ -241,19 +242,14 @@ def to_csv(table: Table) -> str:
 
 def to_rich(table: Table, width: int = 120) -> list:
     """rich Tables for the terminal (same cells; bold where the paper would bold). Tables wider
-    than ``width`` characters are split by column group."""
-    max_columns = max(2, (width - 28) // 16)  # a 'Method' column, then ~16 characters a cell
-    chunks, current = [], []
-    for g in table.groups:
-        if current and sum(len(x.columns) for x in current) + len(g.columns) > max_columns:
-            chunks.append(current)
-            current = []
-        current.append(g)
-    chunks.append(current)
-    return [_rich_part(table, part, i == 0, i == len(chunks) - 1) for i, part in enumerate(chunks)]
+    than ``width`` characters are split into parts of a few columns each."""
+    per_part = max(2, (width - 28) // 16)  # a 'Method' column, then ~16 characters a cell
+    cols = [(g, c) for g in table.groups for c in g.columns]
+    parts = [cols[i:i + per_part] for i in range(0, len(cols), per_part)] or [[]]
+    return [_rich_part(table, part, i == 0, i == len(parts) - 1) for i, part in enumerate(parts)]
 
 
-def _rich_part(table: Table, groups: list[ColumnGroup], first: bool, last: bool):
+def _rich_part(table: Table, cols: list, first: bool, last: bool):
     from rich.markup import escape
     from rich.table import Table as RichTable
 
@@ -263,19 +259,18 @@ def _rich_part(table: Table, groups: list[ColumnGroup], first: bool, last: bool)
     rt.add_column("Method", no_wrap=True)
     if table.show_n:
         rt.add_column("n", justify="right")
-    cols = [(g, c) for g in groups for c in g.columns]
-    for g, c in cols:
-        top = group_title(table, g, st) if c is g.columns[0] else ""
-        rt.add_column("\n".join(filter(None, [top, column_title(table, g, c, st)])) if top is not None
-                      else column_title(table, g, c, st), justify="right")
+    seen = set()
+    for g, c in cols:  # the group title (dataset or metric) above its first column in this part
+        top = None if id(g) in seen else group_title(table, g, st)
+        seen.add(id(g))
+        rt.add_column("\n".join(filter(None, [top, column_title(table, g, c, st)])), justify="right")
     for block in table.blocks:
         title = block_title(table, block, st, short=True)
         if title:
             rt.add_row(f"[italic]{escape(title)}[/italic]")
         for row in block.rows:
-            cells = [_rich_cell(row, c) for _, c in cols]
             n = [str(row.n) if row.kind == "measured" else ""] if table.show_n else []
-            rt.add_row(escape(row_label(row, st)), *n, *cells)
+            rt.add_row(escape(row_label(row, st)), *n, *[_rich_cell(row, c) for _, c in cols])
         rt.add_section()
     return rt
 
