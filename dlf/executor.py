@@ -15,7 +15,6 @@ import signal
 import threading
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from dlf import tracking
@@ -96,7 +95,7 @@ def _execute_claimed(spec, uri: str, runtime, on_epoch) -> RunOutcome:
         logger = tracking.EpochLogger(c, run_id, forward=on_epoch)
         result, dataset = _train(spec, runtime, logger)
         logger.flush()
-        tracking.finish_seed_run(c, run_id, result, dataset)
+        tracking.finish_seed_run(c, run_id, spec, result, dataset)
     except KeyboardInterrupt:
         with _no_interrupts():
             _close_quietly(c, run_id, "KILLED", "interrupted (SIGINT/SIGTERM) during the run")
@@ -115,18 +114,7 @@ def _train(spec, runtime, logger):
     if dataset.fingerprint != spec.data_fingerprint:
         raise DLFError(f"{spec.data_path}: the data file changed after the study was planned "
                        f"(fingerprint {dataset.fingerprint[:12]}, planned {spec.data_fingerprint[:12]}); run the study again")
-    # The tracked dataset identity is the spec's (the name as written in the study), not the path's.
-    dataset_meta = _DatasetMeta(spec, dataset)
-    return train_run(spec.config, dataset, runtime, on_epoch=logger), dataset_meta
-
-
-class _DatasetMeta:
-    """What the checkpoint records about the data: the study's name for it plus the loaded shapes."""
-
-    def __init__(self, spec, dataset) -> None:
-        self.name, self.path, self.family = spec.dataset, Path(spec.data_path), spec.family
-        self.synthetic, self.fingerprint = spec.synthetic, spec.data_fingerprint
-        self.dims, self.seq_lens = dataset.dims, dataset.seq_lens
+    return train_run(spec.config, dataset, runtime, on_epoch=logger), dataset
 
 
 def _fail_abandoned(c, runs, reason: str) -> None:

@@ -151,6 +151,24 @@ def connect(url: str, option: str = "--queue", timeout: int = 10):
                        "PostgreSQL runs and accepts connections from this host") from None
 
 
+@contextlib.contextmanager
+def advisory_lock(url: str, name: str, option: str = "--storage") -> Iterator[None]:
+    """A mutex across hosts: a PostgreSQL session advisory lock on its own connection.
+
+    For check-then-act sequences on a shared database (count the trials, then ask for one). The
+    server releases it when the block ends or when the holder's connection dies, so a killed
+    process never leaves it locked.
+    """
+    conn = connect(url, option)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(hashtext(%s))", (name,))
+        yield
+    finally:
+        conn.close()  # ends the session: the lock goes with it
+
+
 class Queue:
     """The queue table on one database, through one connection (one transaction at a time)."""
 

@@ -55,16 +55,35 @@ def artifact_location(uri: str, experiment: str) -> str | None:
 
 def client(uri: str):
     """An MlflowClient on ``uri`` (creating a SQLite store on first use), with MLflow's chatter off."""
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     from mlflow.tracking import MlflowClient
 
+    for name in ("mlflow", "alembic"):  # after the import: mlflow sets its own level on import
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
-        c = MlflowClient(tracking_uri=uri)
-        c.search_experiments(max_results=1)  # fail here, with one line, if the store is unreachable
+        with _store_lock(uri):  # two processes must not run a new SQLite store's migrations at once
+            c = MlflowClient(tracking_uri=uri)
+            c.search_experiments(max_results=1)  # fail here, with one line, if the store is unusable
+    except DLFError:
+        raise
     except Exception as err:  # noqa: BLE001 - any backend error means "cannot use this store"
         raise DLFError(f"tracking store {uri}: {one_line(err)}; check --tracking-uri / MLFLOW_TRACKING_URI") from None
     return c
+
+
+def _store_lock(uri: str):
+    import contextlib
+
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    folder = local_state_dir(uri)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DLFError(f"tracking store {uri}: cannot create {folder} ({err.strerror}); "
+                       "check --tracking-uri / MLFLOW_TRACKING_URI") from None
+    return FileLock(folder / ".mlflow-store.lock", preserve_lock_file=True, thread_local=False)
 
 
 def ensure_experiment(c, name: str, uri: str) -> str:
@@ -215,11 +234,12 @@ class EpochLogger:
         self._last = time.monotonic()
 
 
-def finish_seed_run(c, run_id: str, result, dataset) -> None:
+def finish_seed_run(c, run_id: str, spec, result, dataset) -> None:
     """Final metrics, test predictions and checkpoint; FINISHED is set last, only when all is logged."""
+    import numpy as np
     from mlflow.entities import Metric
 
-    from dlf.checkpoint import save_checkpoint
+    from dlf.checkpoint import dataset_meta, save_checkpoint, write_predictions
 
     now = int(time.time() * 1000)
     final = {f"val_{k}": v for k, v in result.val.items()}
@@ -228,25 +248,16 @@ def finish_seed_run(c, run_id: str, result, dataset) -> None:
     c.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in final.items()])
     c.set_tag(run_id, "dlf.stopped_early", "true" if result.stopped_early else "false")
     with tempfile.TemporaryDirectory(prefix="dlf-run-") as tmp:
-        pred = Path(tmp) / "test.csv"
-        _write_predictions(pred, result.test_predictions)
-        c.log_artifact(run_id, str(pred), "predictions")
-        ckpt = Path(tmp) / "model.pt"
-        meta = {"name": dataset.name, "path": str(dataset.path), "family": dataset.family,
-                "synthetic": bool(dataset.synthetic), "fingerprint": dataset.fingerprint}
-        save_checkpoint(ckpt, result.state_dict, result.config, dataset.dims, dataset.seq_lens, meta)
+        pred = result.test_predictions
+        csv_path = write_predictions(Path(tmp) / "test.csv", list(pred["id"]), np.asarray(pred["label"]),
+                                     np.asarray(pred["pred"]))
+        c.log_artifact(run_id, str(csv_path), "predictions")
+        # The study's name for the data (e.g. 'synthetic-mosi'), not the resolved file path.
+        meta = {**dataset_meta(dataset), "name": spec.dataset, "synthetic": bool(spec.synthetic)}
+        ckpt = save_checkpoint(Path(tmp) / "model.pt", result.state_dict, result.config, dataset.dims,
+                               dataset.seq_lens, meta, extra={"run_key": spec.key, "study": spec.study})
         c.log_artifact(run_id, str(ckpt), "checkpoint")
     c.set_terminated(run_id, "FINISHED")
-
-
-def _write_predictions(path: Path, pred: Mapping[str, Any]) -> None:
-    import csv
-
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "label", "pred"])
-        for i, y, p in zip(pred["id"], pred["label"], pred["pred"]):
-            w.writerow([i, repr(float(y)), repr(float(p))])
 
 
 def end_run(c, run_id: str, status: str, reason: str) -> None:

@@ -123,8 +123,8 @@ class _Heartbeat:
         while not self._stop.wait(self.interval):
             try:
                 owned = self.queue.heartbeat(self.key, self.worker)
-            except DLFError:
-                continue  # database briefly unreachable: try again next beat
+            except Exception:  # noqa: BLE001 - database briefly unreachable: try again next beat
+                continue
             if not owned:
                 self.on_lost()
                 return
@@ -218,14 +218,14 @@ class Worker:
         self.report = WorkerReport(self.id)
 
     def run(self) -> WorkerReport:
-        if self.runtime is None:
-            from dlf.train import Runtime
-
-            self.runtime = Runtime(device=self.opts.device, threads=self.opts.threads, progress=False)
-        queue = Queue(self.opts.queue_url)
+        queue = Queue(self.opts.queue_url)  # first: an unreachable database fails before torch loads
         beats = Queue(self.opts.queue_url)  # the heartbeat thread's own connection
         with queue, beats, _Signals() as sig:
             queue.ensure_schema()
+            if self.runtime is None:
+                from dlf.train import Runtime
+
+                self.runtime = Runtime(device=self.opts.device, threads=self.opts.threads, progress=False)
             while sig.stop is None:
                 claim = queue.claim(self.id, self.opts.stale, self.opts.study, self.runs.decode)
                 if claim is not None and sig.stop is not None:  # stopped during the claim itself
@@ -262,6 +262,10 @@ class Worker:
                 sig.in_run = True
                 outcome = self.runs.execute(spec, uri, self.runtime)
                 sig.in_run = False
+            if sig.stop is not None and outcome.status == "failed":
+                # Some library swallowed the interrupt (an import cut short, a broad except):
+                # the failure is the stop's doing, not the run's.
+                raise WorkerStop(sig.stop)
         except WorkerStop:
             _retry(lambda: queue.release(claim.key, self.id, f"worker {self.id} stopped by {sig.stop}"))
             self.say(f"{self.id}: stopped by {sig.stop}; released {claim.name}")

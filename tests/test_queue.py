@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from dlf.errors import DLFError
-from dlf.queue import Queue, check_url, redact
+from dlf.queue import Queue, advisory_lock, check_url, redact, sqlalchemy_url
 from dlf.cluster import tracking_problem
 from dlf.worker import Runs, Worker, WorkerOptions, heartbeat_interval
 
@@ -83,10 +83,12 @@ def test_claim_order_fields_and_drain(queue):
 def test_concurrent_claims_never_share_a_key(url, queue):
     queue.enqueue(rows(40), None)
     claimed: dict[str, list[str]] = {}
+    ready = threading.Barrier(4)
 
     def grab(name):
         q = Queue(url)
         mine = claimed.setdefault(name, [])
+        ready.wait()  # all connected: the claims really race
         while (c := q.claim(name, 30)) is not None:
             mine.append(c.key)
         q.close()
@@ -169,6 +171,33 @@ def test_unreachable_database_and_bad_url_are_one_line():
     assert redact("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
 
 
+def test_advisory_lock_serialises_across_connections(url):
+    order = []
+
+    def second():
+        with advisory_lock(url, "tune:s"):
+            order.append("second in")
+
+    with advisory_lock(url, "tune:s"):
+        t = threading.Thread(target=second)
+        t.start()
+        time.sleep(0.5)
+        order.append("first out")  # the other session waited all this time
+    t.join(timeout=10)
+    assert order == ["first out", "second in"]
+    with advisory_lock(url, "tune:other"), advisory_lock(url, "tune:s"):
+        pass  # different names do not block each other; a released name is free again
+
+
+def test_sqlalchemy_url_names_the_installed_driver():
+    import importlib.util
+
+    psycopg3 = importlib.util.find_spec("psycopg") is not None
+    assert sqlalchemy_url("postgresql://u@h/db") == ("postgresql://u@h/db" if psycopg3 else "postgresql+psycopg2://u@h/db")
+    assert sqlalchemy_url("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"
+    assert sqlalchemy_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
 def test_tracking_probe(pg):
     assert tracking_problem(f"http://127.0.0.1:{free_port()}").startswith("tracking server")
     assert tracking_problem("sqlite:///x.db") is None
@@ -242,6 +271,23 @@ def test_worker_sigterm_releases_the_run(url, queue):
     assert (r.state, r.attempts, r.worker) == ("pending", 0, None) and "stopped by SIGTERM" in r.error
     assert queue.counts()["pending"] == 2
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers restored
+
+
+def test_worker_sigterm_swallowed_by_the_run_still_releases(url, queue):
+    queue.enqueue(rows(1), None)
+
+    def swallowing(spec, uri, runtime):
+        try:  # like a library import cut short by the signal, then caught by a broad except
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except BaseException:  # noqa: BLE001
+            pass
+        return outcome("failed", "AttributeError: module 'sympy' has no attribute 'core'")
+
+    report = make_worker(url, swallowing).run()
+    assert report.stopped_by == "SIGTERM" and report.failed == []
+    r = row(queue, "k0")
+    assert (r.state, r.attempts) == ("pending", 0) and "stopped by SIGTERM" in r.error
 
 
 def test_worker_unreachable_tracking_server_releases(url, queue):

@@ -1,0 +1,185 @@
+"""Executing runs: claims, caching, abandoned runs, failures, worker settings, and real processes
+that are killed, interrupted or run concurrently."""
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from dlf import tracking
+from dlf.errors import DLFError
+from dlf.executor import execute_run, key_lock
+from dlf.pool import _worker_settings, parse_devices, run_study, thread_budget, StudyRun
+from dlf.study import expand, load_study
+from study_fixtures import CODE_VERSION, TINY_SET, cli_env, seed_runs, start_cli, write_study
+
+
+@pytest.fixture
+def specs(tmp_path, tiny_mosi, monkeypatch):
+    monkeypatch.setenv("DLF_CODE_VERSION", CODE_VERSION)
+    return expand(load_study(write_study(tmp_path, tiny_mosi, name="exec", seeds=(1,))))
+
+
+@pytest.fixture
+def uri(tmp_path):
+    return f"sqlite:///{tmp_path}/mlflow.db"
+
+
+def runtime():
+    from dlf.train import Runtime
+
+    return Runtime(device="cpu", threads=1, progress=False)
+
+
+def test_thread_budget_never_oversubscribes_silently():
+    assert thread_budget(1, 2) == (2, None)
+    assert thread_budget(2, 2) == (1, None)
+    assert thread_budget(3, 16) == (5, None)
+    threads, warning = thread_budget(4, 2)
+    assert threads == 1 and "30-80x" in warning and "--workers 2" in warning
+    assert thread_budget(2, 2, threads=2)[1] is not None
+
+
+def test_devices_give_one_gpu_per_worker():
+    assert parse_devices("0,1") == ["0", "1"] and parse_devices("cpu") == ["cpu"] and parse_devices(None) is None
+    for bad in ("0,0", "gpu0", "1,x"):
+        with pytest.raises(DLFError, match="--devices"):
+            parse_devices(bad)
+    runtimes, envs = _worker_settings(3, ["0", "1"], None, StudyRun([]), lambda ev: None)
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "0"]
+    assert {r["device"] for r in runtimes} == {"cuda"}
+    runtimes, envs = _worker_settings(2, None, None, StudyRun([]), lambda ev: None)
+    assert all("CUDA_VISIBLE_DEVICES" not in e for e in envs) and all(r["threads"] >= 1 for r in runtimes)
+
+
+def test_finished_key_is_cached_not_retrained(specs, uri):
+    first = execute_run(specs[0], uri, runtime())
+    assert first.status == "finished" and first.train_seconds > 0
+    again = execute_run(specs[0], uri, runtime())
+    assert again.status == "cached" and again.run_id == first.run_id
+    assert [r[1] for r in seed_runs(uri.removeprefix("sqlite:///"))] == ["FINISHED"]
+
+
+def test_run_left_running_by_a_dead_process_is_failed_and_redone(specs, uri):
+    spec = specs[0]
+    c = tracking.client(uri)
+    exp = tracking.ensure_experiment(c, spec.study, uri)
+    parent, _ = tracking.ensure_parents(c, exp, [spec])[(spec.variant, spec.dataset)]
+    stale = tracking.start_seed_run(c, exp, parent, spec, tracking.environment("cpu"))  # never closed
+    outcome = execute_run(spec, uri, runtime())
+    assert outcome.status == "finished" and outcome.run_id != stale
+    old = c.get_run(stale)
+    assert old.info.status == "FAILED" and old.data.tags["dlf.error"].startswith("abandoned")
+
+
+def test_a_key_locked_by_another_process_is_not_trained(specs, uri):
+    lock = key_lock(specs[0].key, uri)
+    lock.acquire()
+    try:
+        assert execute_run(specs[0], uri, runtime(), wait=False).status == "busy"
+        waiter = threading.Thread(target=lambda: box.append(execute_run(specs[0], uri, runtime())))
+        box: list = []
+        waiter.start()
+        time.sleep(0.5)
+        assert waiter.is_alive() and not seed_runs(uri.removeprefix("sqlite:///"))  # waits, trains nothing
+    finally:
+        lock.release()
+    waiter.join(timeout=60)
+    assert box[0].status == "finished"
+
+
+def test_a_failing_run_is_an_outcome_and_the_others_still_run(specs, uri):
+    bad = dataclasses.replace(specs[0], data_fingerprint="0" * 64, key="f" * 64)
+    result = run_study([bad, specs[1]], uri, workers=1, threads=1)
+    assert not result.ok and result.counts() == {"finished": 1, "cached": 0, "failed": 1, "not run": 0}
+    failed = result.outcomes[bad.key]
+    assert "changed after the study was planned" in failed.error and "\n" not in failed.error
+    run = tracking.client(uri).get_run(failed.run_id)
+    assert run.info.status == "FAILED" and "changed after" in run.data.tags["dlf.error"]
+
+
+def test_worker_pool_trains_each_key_once(tmp_path, tiny_mosi, monkeypatch, uri):
+    monkeypatch.setenv("DLF_CODE_VERSION", CODE_VERSION)
+    specs = expand(load_study(write_study(tmp_path, tiny_mosi, name="pool")))
+    events: list[dict] = []
+    result = run_study(specs, uri, workers=2, threads=1, emit=events.append)
+    assert result.ok and result.counts()["finished"] == 4
+    runs = seed_runs(tmp_path / "mlflow.db")
+    assert sorted(k for _, _, k in runs) == sorted(s.key for s in specs)
+    assert {w for e in events if e["type"] == "start" for w in [e["worker"]]} == {0, 1}
+    assert any(e["type"] == "epoch" and "val_mae" in e["metrics"] for e in events)
+    again = run_study(specs, uri, workers=2, threads=1)
+    assert again.counts()["cached"] == 4 and len(seed_runs(tmp_path / "mlflow.db")) == 4
+
+
+def test_two_concurrent_invocations_train_each_key_once(tmp_path, tiny_mosi):
+    study = write_study(tmp_path, tiny_mosi, name="race", variants=("full", "wo_lr", "wo_ls"))
+    env = cli_env(tmp_path / "home")
+    procs = [start_cli(["run", str(study)], env) for _ in range(2)]
+    outs = [p.communicate(timeout=240)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    runs = seed_runs(tmp_path / "home" / "mlflow.db")
+    assert len(runs) == 6 and {s for _, s, _ in runs} == {"FINISHED"}  # no duplicate, no abandoned run
+    assert set(Counter(k for _, _, k in runs).values()) == {1}
+    finished = [int(o.split(" finished,")[0].split()[-1]) for o in outs]
+    assert sum(finished) == 6  # the two invocations split the work; each run once
+
+
+def test_interrupted_and_killed_study_resumes_exactly_once(tmp_path, tiny_mosi):
+    """SIGINT (clean stop) with a worker pool, then SIGKILL mid-run, then a resume that completes."""
+    study = write_study(tmp_path, tiny_mosi, name="crash", extra={"set": {
+        **TINY_SET, "train.max_epochs": 8, "train.patience": 8}})
+    env = cli_env(tmp_path / "home")
+    db = tmp_path / "home" / "mlflow.db"
+    expected = {s.key for s in _expand_with(env, study)}
+
+    proc = start_cli(["run", str(study), "--workers", "2"], env)
+    _wait_for(db, proc, running=1)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130 and "interrupted" in out, out
+    killed = {rid for rid, status, _ in seed_runs(db) if status == "KILLED"}
+    assert killed and not [r for r in seed_runs(db) if r[1] == "RUNNING"]
+
+    proc = start_cli(["run", str(study)], env)
+    _wait_for(db, proc, running=1, finished=1)
+    proc.kill()
+    proc.wait(timeout=30)
+    before = {rid: (s, k) for rid, s, k in seed_runs(db)}
+    abandoned = {rid for rid, (s, _) in before.items() if s == "RUNNING"}
+    done_before = {rid for rid, (s, _) in before.items() if s == "FINISHED"}
+    assert abandoned, "SIGKILL landed between two runs"
+
+    proc = start_cli(["run", str(study), "--workers", "2"], env)
+    out = proc.communicate(timeout=240)[0]
+    assert proc.returncode == 0, out
+    after = {rid: (s, k) for rid, s, k in seed_runs(db)}
+    finished = [k for s, k in after.values() if s == "FINISHED"]
+    assert sorted(finished) == sorted(expected)  # every key exactly once
+    assert all(after[rid][0] == "FINISHED" for rid in done_before)  # nothing finished was redone
+    assert all(after[rid][0] == "FAILED" for rid in abandoned) and all(after[r][0] == "KILLED" for r in killed)
+    assert f"{len(done_before)} cached" in out
+
+
+def _expand_with(env: dict, study):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DLF_CODE_VERSION", env["DLF_CODE_VERSION"])
+        return expand(load_study(study))
+
+
+def _wait_for(db, proc, running: int = 0, finished: int = 0, timeout: float = 180.0) -> None:
+    """Poll the store until enough seed runs are RUNNING / FINISHED (the moment to send a signal)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = Counter(s for _, s, _ in seed_runs(db))
+        if states["RUNNING"] >= running and states["FINISHED"] >= finished:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"run exited early: {proc.communicate()[0]}")
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("timed out waiting for runs to start")

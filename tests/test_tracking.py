@@ -1,0 +1,148 @@
+"""MLflow layout of a study: URIs, hierarchy, tags, params, metrics and artifacts (queried with MlflowClient)."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from dlf import tracking
+from dlf.errors import DLFError
+from study_fixtures import CODE_VERSION, write_study
+
+CONTRACT_TAGS = ["dlf.study", "dlf.variant", "dlf.dataset", "dlf.family", "dlf.synthetic", "dlf.group", "dlf.label",
+                 "dlf.latex", "dlf.order"]
+SEED_TAGS = ["dlf.seed", "dlf.run_key", "dlf.code_version", "dlf.data_fingerprint", "dlf.env.torch", "dlf.env.cuda",
+             "dlf.env.device", "dlf.env.python", "dlf.env.host"]
+
+
+def test_default_uri_is_sqlite_in_the_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("DLF_HOME", str(tmp_path))
+    assert tracking.resolve_tracking_uri() == f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://example:5000")
+    assert tracking.resolve_tracking_uri() == "http://example:5000"
+    assert tracking.resolve_tracking_uri("sqlite:////x/y.db") == "sqlite:////x/y.db"  # the flag wins
+    with pytest.raises(DLFError, match="file store is not supported"):
+        tracking.resolve_tracking_uri("./mlruns")
+
+
+def test_artifacts_go_next_to_the_database_never_to_mlruns(monkeypatch, tmp_path):
+    monkeypatch.setenv("DLF_HOME", str(tmp_path / "home"))
+    assert tracking.artifact_location("sqlite:////data/x/mlflow.db", "my study") == "file:///data/x/mlartifacts/my_study"
+    assert tracking.artifact_location("postgresql://u@h/db", "s") == (tmp_path / "home" / "mlartifacts" / "s").as_uri()
+    assert tracking.artifact_location("http://server:5000", "s") is None  # the server owns its artifact store
+
+
+def test_unreachable_store_is_one_clear_line(tmp_path):
+    with pytest.raises(DLFError, match="tracking store sqlite:////proc/nope/x.db"):
+        tracking.client("sqlite:////proc/nope/x.db")
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory, tiny_mosi):
+    """A finished tiny study (full and wo_lr, one seed) in a fresh SQLite store."""
+    from dlf.pool import run_study
+    from dlf.study import expand, load_study
+
+    tmp = tmp_path_factory.mktemp("tracked")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DLF_CODE_VERSION", CODE_VERSION)
+        specs = expand(load_study(write_study(tmp, tiny_mosi, name="tracked study", seeds=(7,))))
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        result = run_study(specs, uri, workers=1, threads=1)
+    assert result.ok, result.outcomes
+    return uri, specs, result, tmp
+
+
+def test_hierarchy_and_contract_tags(tracked):
+    uri, specs, result, tmp = tracked
+    c = tracking.client(uri)
+    exp = c.get_experiment_by_name("tracked study")
+    assert exp.artifact_location == (tmp / "mlartifacts" / "tracked_study").as_uri()
+    runs = c.search_runs([exp.experiment_id])
+    parents = {r.info.run_name: r for r in runs if r.data.tags["dlf.level"] == "parent"}
+    seeds = {r.info.run_name: r for r in runs if r.data.tags["dlf.level"] == "seed"}
+    dataset = specs[0].dataset
+    assert set(parents) == {f"full@{dataset}", f"wo_lr@{dataset}"}
+    assert set(seeds) == {f"full@{dataset}#7", f"wo_lr@{dataset}#7"}
+    for spec in specs:
+        parent, child = parents[f"{spec.variant}@{dataset}"], seeds[spec.title]
+        assert parent.info.status == child.info.status == "FINISHED"
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.info.run_id == result.outcomes[spec.key].run_id
+        for run in (parent, child):
+            assert all(t in run.data.tags for t in CONTRACT_TAGS)
+            assert run.data.tags["dlf.variant"] == spec.variant and run.data.tags["dlf.study"] == "tracked study"
+        assert all(child.data.tags[t] for t in SEED_TAGS)
+        assert child.data.tags["dlf.run_key"] == spec.key and child.data.tags["dlf.seed"] == "7"
+        assert child.data.tags["dlf.code_version"] == CODE_VERSION
+        assert child.data.tags["dlf.data_fingerprint"] == spec.data_fingerprint
+        assert child.data.tags["dlf.env.device"] == "cpu"
+    assert seeds[f"wo_lr@{dataset}#7"].data.tags["dlf.group"] == "Different Regularization"
+    assert parents[f"full@{dataset}"].data.tags["dlf.label"] == "DLF (Ours)"
+
+
+def test_params_metrics_and_per_epoch_history(tracked):
+    uri, specs, _, _ = tracked
+    c = tracking.client(uri)
+    for spec in specs:
+        run = c.get_run(_run_id(tracked, spec))
+        assert run.data.params["loss.lambda_r"] == str(spec.config.loss.lambda_r)
+        assert json.loads(run.data.params["model.modalities"]) == ["l", "a", "v"]
+        m = run.data.metrics
+        for name in ("val_mae", "val_acc2", "test_mae", "test_acc7", "test_f1", "test_corr", "best_epoch",
+                     "epochs", "train_seconds"):
+            assert name in m, name
+        epochs = int(m["epochs"])
+        assert 1 <= m["best_epoch"] <= epochs == 2
+        history = c.get_metric_history(run.info.run_id, "train_task_f")
+        assert sorted(h.step for h in history) == list(range(1, epochs + 1))
+        assert [h.step for h in c.get_metric_history(run.info.run_id, "lr")] == [1, 2]
+        recon = c.get_metric_history(run.info.run_id, "train_recon")
+        assert (len(recon) == epochs) == (spec.variant == "full")  # a switched-off term is not logged
+
+
+def test_artifacts_config_environment_predictions_checkpoint(tracked, tiny_mosi):
+    from mlflow.artifacts import download_artifacts
+
+    from dlf.checkpoint import evaluate_checkpoint
+    from dlf.config import RunConfig
+
+    uri, specs, _, tmp = tracked
+    spec = specs[0]
+    run_id = _run_id(tracked, spec)
+    names = {a.path for a in tracking.client(uri).list_artifacts(run_id)}
+    assert names == {"config.json", "environment.json", "predictions", "checkpoint"}
+    local = Path(download_artifacts(run_id=run_id, tracking_uri=uri, dst_path=str(tmp / "dl")))
+    assert RunConfig.from_dict(json.loads((local / "config.json").read_text())) == spec.config
+    env = json.loads((local / "environment.json").read_text())
+    assert {"torch", "cuda", "device", "python", "platform", "host", "dlf_ablate", "numpy", "mlflow"} <= set(env)
+    with open(local / "predictions" / "test.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["id", "label", "pred"] and len(rows) == 27  # the tiny test split
+    # The checkpoint reproduces the logged predictions on the test split.
+    ev = evaluate_checkpoint(local / "checkpoint" / "model.pt", str(tiny_mosi))
+    assert [r["id"] for r in rows] == ev.ids
+    assert max(abs(float(r["pred"]) - p) for r, p in zip(rows, ev.preds)) < 1e-5
+
+
+def test_epoch_logger_batches_writes():
+    calls = []
+
+    class FakeClient:
+        def log_batch(self, run_id, metrics=(), params=()):
+            calls.append([(m.key, m.step) for m in metrics])
+
+    seen = []
+    log = tracking.EpochLogger(FakeClient(), "r", flush_seconds=3600, forward=lambda e, m: seen.append(e))
+    for epoch in (1, 2, 3):
+        log(epoch, {"train_loss": 1.0 / epoch, "val_mae": 0.5})
+    assert calls == [] and seen == [1, 2, 3]  # buffered, but progress is forwarded at once
+    log.flush()
+    assert calls == [[("train_loss", 1), ("val_mae", 1), ("train_loss", 2), ("val_mae", 2), ("train_loss", 3),
+                      ("val_mae", 3)]]
+
+
+def _run_id(tracked, spec) -> str:
+    return tracked[2].outcomes[spec.key].run_id
