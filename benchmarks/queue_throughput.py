@@ -69,6 +69,34 @@ def measure(n: int, pg: PostgresServer, uri: str, args, folder: Path, cores: int
             "per_min": 60 * summary.added / wall, "per_run": per_run, "over": n * threads > cores}
 
 
+def queue_only(pg: PostgresServer, clients: int = 4, rows: int = 400) -> float:
+    """Claims + finishes per second of the bare queue (no training): its ceiling, for scale."""
+    import threading
+
+    from dlf.queue import Queue
+
+    url = pg.create_db(f"bare_{clients}")
+    with Queue(url) as q:
+        q.ensure_schema()
+        q.enqueue([(f"k{i}", "bare", f"run{i}", {"i": i}) for i in range(rows)], None)
+    ready = threading.Barrier(clients + 1)
+
+    def drain(name: str) -> None:
+        with Queue(url) as q:
+            ready.wait()
+            while (c := q.claim(name, 60)) is not None:
+                q.finish(c.key, name, None, 0.0)
+
+    threads = [threading.Thread(target=drain, args=(f"bench:{i}",)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    start = time.monotonic()
+    for t in threads:
+        t.join()
+    return rows / (time.monotonic() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", default="1,2,4", help="worker counts to measure")
@@ -89,6 +117,7 @@ def main() -> None:
         pg, ml = PostgresServer().start(), MlflowServer().start()
         try:
             results = [measure(int(n), pg, ml.url, args, folder, cores) for n in args.workers.split(",")]
+            bare = queue_only(pg)
         finally:
             ml.stop()
             pg.stop()
@@ -101,6 +130,8 @@ def main() -> None:
         note = f"oversubscribed: {r['workers']} x {r['threads']} threads > {cores} cores" if r["over"] else ""
         print(f"{r['workers']:>7} {r['threads']:>14} {r['runs']:>5} {r['wall']:>8.1f} {r['per_min']:>9.1f} "
               f"{r['per_min'] / base:>7.2f}x {r['per_run']:>9.1f}  {note}")
+    print(f"the queue alone (claim + finish, no training, 4 clients): {bare:.0f} runs/s, "
+          f"i.e. {60 * bare:.0f} runs/min: the workers, not the queue, set the pace")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ import time
 
 import torch
 
-from dlf.catalogue import REFERENCE_SHAPES, load_catalogue, variant_config
+from dlf.catalogue import REFERENCE_SHAPES, get_variant, load_catalogue, variant_config
+from dlf.errors import DLFError
 from dlf.losses import loss_terms
 from dlf.model import build_model
 
@@ -85,7 +86,8 @@ def bench_variant(cfg, family: str, repeats: int, device: torch.device) -> dict[
         with torch.inference_mode():
             model(*eval_x)
 
-    (micro, micro_cpu), (step, _), (ev, ev_cpu) = (time_it(f, repeats, device) for f in (micro_step, opt_step, eval_batch))
+    (micro, micro_cpu), (step, _), (ev, ev_cpu) = (time_it(f, repeats, device)
+                                                   for f in (micro_step, opt_step, eval_batch))
     n_train, n_val, n_test = SPLITS[family]
     n_micro = math.ceil(n_train / BATCH)
     n_eval = math.ceil(n_val / EVAL_BATCH) + math.ceil(n_test / EVAL_BATCH)
@@ -131,12 +133,13 @@ def main() -> None:
     names = [n for n in args.variants.split(",") if n] or list(catalogue)
     print(f"torch {torch.__version__}, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
-          + f", threads {torch.get_num_threads()}, repeats {args.repeats}, micro-batch {BATCH}, eval batch {EVAL_BATCH}")
+          + f", threads {torch.get_num_threads()}, repeats {args.repeats}, "
+          f"micro-batch {BATCH}, eval batch {EVAL_BATCH}")
     print(f"{'family':7} {'variant':16} {'micro-step ms':>14} {'(cpu ms)':>9} {'opt step ms':>12} "
           f"{'eval-64 ms':>11} {'(cpu ms)':>9} {'epoch s':>8}")
     for family in args.families.split(","):
         for name in names:
-            cfg = variant_config(family, catalogue[name])
+            cfg = variant_config(family, get_variant(name, catalogue))
             if cfg.model.text_encoder != "features":
                 print(f"{family:7} {name:16} skipped: text encoder {cfg.model.text_encoder} (features mode only)")
                 continue
@@ -149,4 +152,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DLFError as err:
+        raise SystemExit(f"error: {err}") from None

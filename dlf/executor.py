@@ -112,8 +112,8 @@ def _train(spec, runtime, logger):
 
     dataset = load_dataset(spec.data_path, spec.config.data)
     if dataset.fingerprint != spec.data_fingerprint:
-        raise DLFError(f"{spec.data_path}: the data file changed after the study was planned "
-                       f"(fingerprint {dataset.fingerprint[:12]}, planned {spec.data_fingerprint[:12]}); run the study again")
+        raise DLFError(f"{spec.data_path}: the data file changed after the study was planned (fingerprint "
+                       f"{dataset.fingerprint[:12]}, planned {spec.data_fingerprint[:12]}); run the study again")
     return train_run(spec.config, dataset, runtime, on_epoch=logger), dataset
 
 

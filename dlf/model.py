@@ -121,9 +121,11 @@ class DLF(nn.Module):
             self.triplet_proj = nn.ModuleDict({m: nn.Linear(d * self.out_lens[m], d) for m in mods})
 
     # -- pipeline ------------------------------------------------------------------------------------
-    def forward(self, text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor) -> DLFOutput:
+    def forward(self, text: torch.Tensor, audio: torch.Tensor, vision: torch.Tensor, *,
+                with_losses: bool = True) -> DLFOutput:
+        """``with_losses=False`` skips what only the geometric losses read (X~, S', triplet features): for inference."""
         x = self.extract({"l": text, "a": audio, "v": vision})
-        fdm = self.disentangle(x) if self.cfg.fdm else {}
+        fdm = self.disentangle(x, with_losses) if self.cfg.fdm else {}
         specific, shared = fdm.get("specific", x), fdm.get("shared", x)  # w/o FDM: X_m feeds both branches
         c_fusion = torch.cat([self.shared_branch[m](shared[m], last_only=True)[:, -1] for m in self.order], dim=-1)
         h = getattr(self, self._enhancer)(specific)  # m -> (B, width_m)
@@ -151,12 +153,14 @@ class DLF(nn.Module):
             out[m] = self.input_proj[m](x.transpose(1, 2).contiguous()).transpose(1, 2)
         return out
 
-    def disentangle(self, x: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    def disentangle(self, x: Mapping[str, torch.Tensor], with_losses: bool = True) -> dict[str, dict[str, torch.Tensor]]:
         """S_m, C_m and, where built, X~_m, S'_m and the triplet features (``DLFOutput`` field names)."""
         mods = self.modalities
         s = {m: self.specific_encoders[m](x[m]) for m in mods}
         c = self._shared(x)
         out = {"specific": s, "shared": c}
+        if not with_losses:
+            return out
         if self.parts.decoders:  # a kernel-1 Conv1d is a Linear on (B, T', 2d)
             out["recon"] = {m: F.linear(torch.cat([s[m], c[m]], dim=-1), self.decoders[m].weight[:, :, 0])
                             for m in mods}

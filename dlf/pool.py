@@ -9,22 +9,17 @@ to ``emit`` so that the front-end (rich, a log, a test) is the caller's choice.
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
-import queue as queue_mod
-import signal
-import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from dlf import tracking
 from dlf.errors import DLFError
-from dlf.executor import BUSY, CACHED, FAILED, FINISHED, RunOutcome, execute_run, mark_abandoned
+from dlf.executor import BUSY, CACHED, FAILED, FINISHED, RunOutcome, execute_run
+from dlf.local_workers import EpochForward, LocalWorkers
 
 Emit = Callable[[dict], None]
-STOP_GRACE_SECONDS = 60.0  # how long interrupted workers get to close their runs as KILLED
 
 
 @dataclass
@@ -109,7 +104,7 @@ def run_study(specs: list, tracking_uri: str | None = None, workers: int | None 
             if workers == 1 and envs[0] == {}:
                 _run_inline(pending, uri, runtimes[0], record, emit)
             else:
-                _Pool(workers, uri, runtimes, envs).run(pending, record, emit)
+                LocalWorkers(workers, uri, runtimes, envs).run(pending, record, emit)
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
@@ -143,24 +138,13 @@ def _run_inline(pending: list, uri: str, runtime_kwargs: dict, record, emit: Emi
     while todo:
         spec, wait = todo.popleft()
         emit({"type": "start", "worker": 0, "spec": spec})
-        forward = _EpochForward(lambda ev: emit({**ev, "spec": spec}), 0, spec.key)
+        forward = EpochForward(lambda ev: emit({**ev, "spec": spec}), 0, spec.key)
         outcome = execute_run(spec, uri, runtime, on_epoch=forward, wait=wait)
         if outcome.status == BUSY:  # another process trains it: come back to it last, then wait
             emit({"type": "busy", "worker": 0, "spec": spec})
             todo.append((spec, True))
         else:
             record(spec, outcome, 0)
-
-
-class _EpochForward:
-    """on_epoch hook that sends the progress-worthy part of an epoch's metrics as an event."""
-
-    def __init__(self, put: Callable[[dict], None], worker: int, key: str) -> None:
-        self.put, self.worker, self.key = put, worker, key
-
-    def __call__(self, epoch: int, metrics: dict) -> None:
-        keep = {k: metrics[k] for k in ("val_mae", "val_loss", "train_loss") if k in metrics}
-        self.put({"type": "epoch", "worker": self.worker, "key": self.key, "epoch": epoch, "metrics": keep})
 
 
 def _close_parents(c, parents: dict, specs: list, outcomes: dict[str, RunOutcome]) -> None:
@@ -176,138 +160,3 @@ def _close_parents(c, parents: dict, specs: list, outcomes: dict[str, RunOutcome
             tracking.close_parent(c, run_id, statuses)
         except Exception:  # noqa: BLE001 - cosmetic; the seed runs carry the results
             pass
-
-
-class _Pool:
-    """N spawned workers; this process hands out one spec at a time and watches for deaths."""
-
-    def __init__(self, n: int, uri: str, runtimes: list[dict], envs: list[dict]) -> None:
-        self.ctx = mp.get_context("spawn")
-        self.events = self.ctx.Queue()
-        self.uri, self.runtimes, self.envs = uri, runtimes, envs
-        self.procs: list[Any] = [None] * n
-        self.tasks: list[Any] = [None] * n
-        for i in range(n):
-            self._start(i)
-
-    def _start(self, i: int) -> None:
-        self.tasks[i] = self.ctx.Queue()
-        args = (i, self.tasks[i], self.events, self.uri, self.runtimes[i], self.envs[i], os.getpid())
-        self.procs[i] = self.ctx.Process(target=_worker_main, args=args, name=f"dlf-worker-{i}", daemon=True)
-        self.procs[i].start()
-
-    def run(self, pending: list, record, emit: Emit) -> None:
-        todo = deque((spec, False) for spec in pending)
-        running: dict[int, Any] = {}
-        by_key = {spec.key: spec for spec in pending}
-        try:
-            while todo or running:
-                for i in range(len(self.procs)):
-                    if i not in running and todo:
-                        if not self.procs[i].is_alive():  # died while idle
-                            self._start(i)
-                        spec, wait = todo.popleft()
-                        self.tasks[i].put({"spec": spec.to_dict(), "wait": wait})
-                        running[i] = spec
-                        emit({"type": "start", "worker": i, "spec": spec})
-                self._handle(self._next(0.5), running, by_key, todo, record, emit)
-                self._reap_dead(running, by_key, todo, record, emit)
-        except KeyboardInterrupt:
-            self._interrupt(running, by_key, todo, record, emit)
-            raise
-        finally:
-            self._close()
-
-    def _next(self, timeout: float):
-        try:
-            return self.events.get(timeout=timeout)
-        except queue_mod.Empty:
-            return None
-
-    def _handle(self, ev, running, by_key, todo, record, emit) -> None:
-        if ev is None:
-            return
-        spec = by_key[ev["key"]]
-        if ev["type"] == "epoch":
-            emit({**ev, "spec": spec})
-            return
-        running.pop(ev["worker"], None)
-        outcome = RunOutcome.from_dict(ev["outcome"])
-        if outcome.status == BUSY:
-            emit({"type": "busy", "worker": ev["worker"], "spec": spec})
-            todo.append((spec, True))
-        else:
-            record(spec, outcome, ev["worker"])
-
-    def _reap_dead(self, running, by_key, todo, record, emit) -> None:
-        for i, spec in list(running.items()):
-            if self.procs[i].is_alive():
-                continue
-            while (ev := self._next(0.2)) is not None:  # results it sent before dying
-                self._handle(ev, running, by_key, todo, record, emit)
-            if running.get(i) is spec:
-                reason = f"worker process died (exit code {self.procs[i].exitcode}) during the run"
-                mark_abandoned(spec, self.uri, reason)
-                running.pop(i)
-                record(spec, RunOutcome(FAILED, spec.key, error=reason), i)
-            if todo:
-                self._start(i)
-
-    def _interrupt(self, running, by_key, todo, record, emit) -> None:
-        """SIGTERM every worker (they close their runs as KILLED) and collect what still finishes."""
-        for p in self.procs:
-            if p.is_alive():
-                os.kill(p.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        while running and time.monotonic() < deadline and any(p.is_alive() for p in self.procs):
-            ev = self._next(0.2)
-            if ev is not None and ev["type"] == "done":
-                self._handle(ev, running, by_key, todo, record, emit)
-
-    def _close(self) -> None:
-        for q in self.tasks:
-            q.put(None)
-        for p in self.procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
-                p.join()
-        for q in self.tasks:
-            q.cancel_join_thread()  # a dead worker's unread sentinel must not block our exit
-
-
-def _worker_main(wid: int, tasks, events, uri: str, runtime_kwargs: dict, env: dict, parent_pid: int) -> None:
-    """A worker process: set its GPU/thread environment before torch loads, then run specs."""
-    os.environ.update(env)
-    # Ctrl-C reaches the whole process group; only the main process reacts, and it stops the
-    # workers with SIGTERM, which interrupts the current run like Ctrl-C would.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
-    from dlf.study import RunSpec
-    from dlf.train import Runtime
-
-    runtime = Runtime(**runtime_kwargs)
-    try:
-        while (item := tasks.get()) is not None:
-            spec = RunSpec.from_dict(item["spec"])
-            forward = _EpochForward(events.put, wid, spec.key)
-            try:
-                outcome = execute_run(spec, uri, runtime, on_epoch=forward, wait=item["wait"])
-            except Exception as err:  # noqa: BLE001 - execute_run should not raise; report, never hang
-                outcome = RunOutcome(FAILED, spec.key, error=tracking.one_line(err))
-            events.put({"type": "done", "worker": wid, "key": spec.key, "outcome": outcome.to_dict()})
-    except KeyboardInterrupt:
-        pass
-
-
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    """Die with the main process: after a SIGKILL of ``run`` no orphan keeps training."""
-    while True:
-        time.sleep(1.0)
-        if os.getppid() != parent_pid:
-            os._exit(1)

@@ -87,7 +87,7 @@ class _Signals:
             signal.signal(sig, old)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.lost:  # sent by the heartbeat thread: the claim is gone
+        if self.lost and signum == signal.SIGINT:  # from the heartbeat thread: the claim is gone
             self.lost = False
             if self.in_run:
                 raise ClaimLost()
@@ -275,12 +275,15 @@ class Worker:
             self.say(f"{self.id}: {claim.name} was reclaimed by another worker; dropped it")
             return
         finally:
-            sig.in_run = False
+            sig.in_run = sig.lost = False
         self._record(queue, claim, spec, outcome, uri)
 
     def _record(self, queue: Queue, claim: Claim, spec: Any, outcome: Any, uri: str) -> None:
         if outcome.status in ("finished", "cached"):
-            _retry(lambda: queue.finish(claim.key, self.id, outcome.run_id, outcome.seconds))
+            if not _retry(lambda: queue.finish(claim.key, self.id, outcome.run_id, outcome.seconds)):
+                self.report.lost.append(claim.name)  # reclaimed meanwhile: the new owner records it
+                self.say(f"{self.id}: {claim.name} {outcome.status}, but another worker had reclaimed it")
+                return
             self.report.done.append(claim.name)
             self.say(f"{self.id}: {claim.name} {outcome.status} ({outcome.seconds or 0:.1f}s)")
             self.runs.close_parent(queue, spec, uri)

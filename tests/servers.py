@@ -79,9 +79,11 @@ class PostgresServer:
 
     def __init__(self) -> None:
         self.bin = pg_binaries()
-        self.dir = Path(tempfile.mkdtemp(prefix="dlf-pg-"))
-        self.port = free_port()
         self._as_postgres = os.geteuid() == 0
+        # As root the server runs as 'postgres', which must reach its folder: /tmp, not a $TMPDIR
+        # that may sit inside a root-only directory. Short paths also keep the socket name legal.
+        self.dir = Path(tempfile.mkdtemp(prefix="dlf-pg-", dir="/tmp" if self._as_postgres else None))
+        self.port = free_port()
         if self._as_postgres:
             os.chown(self.dir, _postgres_uid(), -1)
         self._started = False

@@ -119,7 +119,7 @@ def test_worker_pool_trains_each_key_once(tmp_path, tiny_mosi, monkeypatch, uri)
 def test_two_concurrent_invocations_train_each_key_once(tmp_path, tiny_mosi):
     study = write_study(tmp_path, tiny_mosi, name="race", variants=("full", "wo_lr", "wo_ls"))
     env = cli_env(tmp_path / "home")
-    procs = [start_cli(["run", str(study)], env) for _ in range(2)]
+    procs = [start_cli(["run", str(study), "--threads", "1"], env) for _ in range(2)]
     outs = [p.communicate(timeout=240)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     runs = seed_runs(tmp_path / "home" / "mlflow.db")
@@ -137,7 +137,7 @@ def test_interrupted_and_killed_study_resumes_exactly_once(tmp_path, tiny_mosi):
     db = tmp_path / "home" / "mlflow.db"
     expected = {s.key for s in _expand_with(env, study)}
 
-    proc = start_cli(["run", str(study), "--workers", "2"], env)
+    proc = start_cli(["run", str(study), "--workers", "2", "--threads", "1"], env)
     _wait_for(db, proc, running=1)
     proc.send_signal(signal.SIGINT)
     out = proc.communicate(timeout=120)[0]
@@ -145,7 +145,7 @@ def test_interrupted_and_killed_study_resumes_exactly_once(tmp_path, tiny_mosi):
     killed = {rid for rid, status, _ in seed_runs(db) if status == "KILLED"}
     assert killed and not [r for r in seed_runs(db) if r[1] == "RUNNING"]
 
-    proc = start_cli(["run", str(study)], env)
+    proc = start_cli(["run", str(study), "--threads", "1"], env)
     _wait_for(db, proc, running=1, finished=1)
     proc.kill()
     proc.wait(timeout=30)
@@ -154,7 +154,7 @@ def test_interrupted_and_killed_study_resumes_exactly_once(tmp_path, tiny_mosi):
     done_before = {rid for rid, (s, _) in before.items() if s == "FINISHED"}
     assert abandoned, "SIGKILL landed between two runs"
 
-    proc = start_cli(["run", str(study), "--workers", "2"], env)
+    proc = start_cli(["run", str(study), "--workers", "2", "--threads", "1"], env)
     out = proc.communicate(timeout=240)[0]
     assert proc.returncode == 0, out
     after = {rid: (s, k) for rid, s, k in seed_runs(db)}

@@ -176,3 +176,13 @@ def test_overfits_a_tiny_batch():
         opt.step()
         first = first if first is not None else loss["task_f"].item()
     assert loss["task_f"].item() < 0.2 * first
+
+
+def test_inference_without_loss_parts_gives_the_same_predictions():
+    model, _ = make()
+    model.eval()
+    inputs = batch()[0]
+    with torch.inference_mode():
+        full, lean = model(*inputs), model(*inputs, with_losses=False)
+    assert torch.equal(full.pred, lean.pred) and torch.equal(full.pred_shared, lean.pred_shared)
+    assert lean.recon == {} and lean.specific_re == {} and lean.shared_sim == {} and set(lean.specific) == set("lav")

@@ -349,3 +349,24 @@ def test_prepare_checks_code_version_and_finds_this_hosts_data(tmp_path):
         runs.prepare(dataclasses.replace(moved, data_fingerprint="0" * 64))
     with pytest.raises(DLFError, match="enqueued with deadbeef; install the same commit"):
         runs.prepare(dataclasses.replace(spec, code_version="deadbeef"))
+
+
+def test_gpu_indices_count_within_inherited_visible_devices(monkeypatch):
+    from dlf.cluster import physical_gpu
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert physical_gpu("1") == "1"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")  # as Slurm hands out a node's GPUs
+    assert physical_gpu("1") == "7"
+    with pytest.raises(DLFError, match="only 2 GPUs are visible"):
+        physical_gpu("2")
+
+
+def test_one_child_worker_per_device(url, queue, capfd, monkeypatch):
+    from dlf.cluster import start_workers
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,4")
+    opts = WorkerOptions(queue_url=url, poll=0.1, stale=2)
+    assert start_workers(opts, "0,1", on_event=print) == 0  # an empty queue: both children drain and exit
+    lines = [l for l in capfd.readouterr().err.splitlines() if "queue drained" in l]
+    assert len(lines) == 2 and len({l.split(":")[1] for l in lines}) == 2  # two processes

@@ -29,7 +29,8 @@ def test_default_uri_is_sqlite_in_the_home(monkeypatch, tmp_path):
 
 def test_artifacts_go_next_to_the_database_never_to_mlruns(monkeypatch, tmp_path):
     monkeypatch.setenv("DLF_HOME", str(tmp_path / "home"))
-    assert tracking.artifact_location("sqlite:////data/x/mlflow.db", "my study") == "file:///data/x/mlartifacts/my_study"
+    expected = "file:///data/x/mlartifacts/my_study"
+    assert tracking.artifact_location("sqlite:////data/x/mlflow.db", "my study") == expected
     assert tracking.artifact_location("postgresql://u@h/db", "s") == (tmp_path / "home" / "mlartifacts" / "s").as_uri()
     assert tracking.artifact_location("http://server:5000", "s") is None  # the server owns its artifact store
 

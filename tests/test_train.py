@@ -183,12 +183,16 @@ def test_devices_and_global_torch_settings(tiny):
 
 @pytest.mark.slow
 def test_full_model_clearly_beats_audio_only_and_vision_only_on_synthetic_mosi():
-    """The synthetic data plants most of the signal in language: a short run must show it."""
+    """The synthetic data plants most of the signal in language: a short run must show it.
+
+    Measured (seeds 1111 and 2): full MAE 0.88-0.99, Acc-2 0.77-0.79; only A / only V MAE 1.33-1.34,
+    Acc-2 0.53-0.55.
+    """
     from dlf.config import DataConfig
     from dlf.data import load_dataset
 
-    data = load_dataset("synthetic-mosi", DataConfig(scale=0.1))  # 128 / 23 / 69 samples
-    short = FAST | {"train.max_epochs": 3, "train.patience": 3}
+    data = load_dataset("synthetic-mosi", DataConfig(scale=0.2))  # 257 / 46 / 137 samples
+    short = FAST | {"train.lr": 3e-4, "train.max_epochs": 3, "train.patience": 3}
     test = {v: train_run(variant_config("mosi", get_variant(v), short), data, CPU1).test
             for v in ("full", "only_a", "only_v")}
     for single in ("only_a", "only_v"):

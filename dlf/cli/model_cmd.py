@@ -12,7 +12,8 @@ METRIC_ROWS = [("acc7", "Acc-7", True), ("acc5", "Acc-5", True), ("acc2", "Acc-2
                ("corr", "Corr", False), ("mae", "MAE", False)]
 
 DatasetOpt = typer.Option(..., "--dataset", "-d", help="mosi, mosei, synthetic-mosi, synthetic-mosei or a pickle path.")
-VariantOpt = typer.Option(None, "--variant", "-v", help="Catalogue variant (see `dlf-ablate ablations`); default: full.")
+VariantOpt = typer.Option(None, "--variant", "-v",
+                          help="Catalogue variant (see `dlf-ablate ablations`); default: full.")
 SetOpt = typer.Option(None, "--set", "-s", help="Override key=value (dot-path; value read as YAML), repeatable.")
 DataRootOpt = typer.Option(None, "--data-root", help="Root of the MMSA folders (default: $DLF_DATA_ROOT).")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables.")

@@ -1,0 +1,115 @@
+"""`dlf-ablate run`, `plan` and `ui` as a user sees them: output, exit codes, caching, errors."""
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from dlf.cli import app, main
+from dlf.errors import DLFError
+from study_fixtures import CODE_VERSION, seed_runs, write_study
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLF_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DLF_CODE_VERSION", CODE_VERSION)
+    monkeypatch.setenv("COLUMNS", "200")
+    return tmp_path / "home"
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_run_then_rerun_trains_nothing(tmp_path, tiny_mosi, home, monkeypatch):
+    study = write_study(tmp_path, tiny_mosi, seeds=(5,))
+    first = invoke("run", str(study), "--threads", "1")
+    assert first.exit_code == 0, first.output
+    assert "2 finished, 0 cached, 0 failed" in first.output and "run summary" in first.output
+    assert "epoch" not in first.output.split("run summary")[1]  # progress lines are gone by the summary
+
+    def no_training(*a, **k):
+        raise AssertionError("a cached study must not train")
+
+    monkeypatch.setattr("dlf.train.train_run", no_training)
+    start = time.monotonic()
+    again = invoke("run", str(study))
+    assert again.exit_code == 0 and "0 finished, 2 cached, 0 failed" in again.output
+    assert time.monotonic() - start < 5
+    assert len(seed_runs(home / "mlflow.db")) == 2
+
+
+def test_a_failed_run_is_reported_and_sets_the_exit_code(tmp_path, tiny_mosi):
+    inline = {"too_big": {"overrides": {"train.accumulation": 50}}}  # 4 micro-batches: never steps
+    study = write_study(tmp_path, tiny_mosi, variants=("full", "too_big"), seeds=(1,),
+                        extra={"variants_inline": inline})
+    result = invoke("run", str(study), "--threads", "1")
+    assert result.exit_code == 1
+    assert "1 finished, 0 cached, 1 failed" in result.output
+    assert "train.accumulation=50" in result.output.split("run summary")[1]  # the one-line reason
+
+
+def test_plan_lists_keys_status_and_cost_without_creating_a_store(tmp_path, tiny_mosi, home):
+    from dlf.study import expand, load_study
+
+    study = write_study(tmp_path, tiny_mosi, seeds=(1,))
+    specs = expand(load_study(study))
+    fresh = invoke("plan", str(study))
+    assert fresh.exit_code == 0, fresh.output
+    assert not (home / "mlflow.db").exists()  # a dry run writes nothing
+    for spec in specs:
+        assert spec.key[:10] in fresh.output
+    assert fresh.output.count("pending") >= 2 and "estimate" in fresh.output
+    assert invoke("run", str(study), "--threads", "1").exit_code == 0
+    cached = invoke("plan", str(study))
+    assert "cached" in cached.output and "2 cached" in cached.output
+    # Other settings: new keys, costed from the measured runs of the same variants.
+    changed = invoke("plan", str(study), "--set", "train.lr=0.01")
+    assert "measured (1 runs)" in changed.output and "2 pending" in changed.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "no/such/study.yaml"], "study 'no/such/study.yaml' not found"),
+    (["run", "quickstart", "--set", "loss.lambda_q=1"], "--set: unknown override path 'loss.lambda_q'"),
+    (["run", "quickstart", "--set", "nonsense"], "expected key=value"),
+    (["run", "quickstart", "--workers", "0"], "--workers 0"),
+    (["plan", "quickstart", "--set-file", "missing.yaml"], "missing.yaml"),
+    (["run", "quickstart", "--tracking-uri", "./mlruns"], "file store is not supported"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["dlf-ablate", *args])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_ui_command_points_mlflow_at_the_store(tmp_path, tiny_mosi, home):
+    from dlf.run_view import ui_command
+
+    with pytest.raises(DLFError, match="no tracking store"):
+        ui_command(None, None, "127.0.0.1", 5001)
+    study = write_study(tmp_path, tiny_mosi, seeds=(1,), variants=("full",))
+    assert invoke("run", str(study), "--threads", "1").exit_code == 0
+    cmd, url = ui_command(str(study), None, "127.0.0.1", 5001)
+    uri = f"sqlite:///{home}/mlflow.db"
+    assert cmd[:4] == [sys.executable, "-m", "mlflow", "ui"]
+    assert cmd[cmd.index("--backend-store-uri") + 1] == uri and cmd[cmd.index("--port") + 1] == "5001"
+    assert cmd[cmd.index("--default-artifact-root") + 1] == (home / "mlartifacts").as_uri()
+    assert url.startswith("http://127.0.0.1:5001/#/experiments/")
+    assert ui_command(None, "http://server:5000", "127.0.0.1", 5001) == (None, "http://server:5000")
+
+
+def test_help_documents_every_option():
+    for command, options in (("run", ["--set", "--set-file", "--workers", "--devices", "--threads", "--tracking-uri",
+                                      "--data-root"]),
+                             ("plan", ["--set", "--set-file", "--tracking-uri", "--data-root"]),
+                             ("ui", ["--tracking-uri", "--host", "--port"])):
+        out = invoke(command, "--help").output
+        assert all(o in out for o in options), command
