@@ -9,6 +9,7 @@ to ``emit`` so that the front-end (rich, a log, a test) is the caller's choice.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import deque
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Callable
 
 from dlf import tracking
 from dlf.errors import DLFError
-from dlf.executor import BUSY, CACHED, FAILED, FINISHED, RunOutcome, execute_run
+from dlf.executor import BUSY, CACHED, FAILED, FINISHED, RunOutcome, execute_run, key_lock
 from dlf.local_workers import EpochForward, LocalWorkers
 
 Emit = Callable[[dict], None]
@@ -84,8 +85,10 @@ def run_study(specs: list, tracking_uri: str | None = None, workers: int | None 
         return result
     uri = tracking.resolve_tracking_uri(tracking_uri)
     c = tracking.client(uri)
-    exp = tracking.ensure_experiment(c, specs[0].study, uri)
-    parents = tracking.ensure_parents(c, exp, specs)
+    # Two invocations of one study must not both create its experiment or parent runs.
+    with key_lock("study-" + hashlib.sha256(specs[0].study.encode()).hexdigest()[:16], uri):
+        exp = tracking.ensure_experiment(c, specs[0].study, uri)
+        parents = tracking.ensure_parents(c, exp, specs)
     done = tracking.finished_keys(c, exp)
     pending = [s for s in specs if s.key not in done]
     for spec in specs:

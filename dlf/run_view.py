@@ -5,9 +5,11 @@ know nothing about terminals; this module turns their results and progress event
 """
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from dlf.errors import DLFError
 
@@ -27,7 +29,7 @@ def run_command(study: str, set_overrides: Mapping[str, Any], set_file: Path | N
     specs = expand(spec, data_root=data_root, set_overrides=set_overrides, set_file=set_file)
     uri = resolve_tracking_uri(tracking_uri)
     console = Console(stderr=False)
-    with _Progress(console, spec.name, len(specs)) as view:
+    with _Progress(console, spec.name, len(specs)) as view, _sigterm_as_interrupt():
         result = run_study(specs, uri, workers=workers, devices=parse_devices(devices), threads=threads, emit=view)
     console.print(summary_table(result))
     counts = result.counts()
@@ -36,6 +38,19 @@ def run_command(study: str, set_overrides: Mapping[str, Any], set_file: Path | N
         console.print("[yellow]interrupted: run the same command again to finish the missing runs[/]")
         return 130
     return 0 if result.ok else 1
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a batch system's time limit, ``kill``) stops the study as cleanly as Ctrl-C."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _check_counts(workers: int | None, threads: int | None) -> None:

@@ -241,11 +241,13 @@ def finish_seed_run(c, run_id: str, spec, result, dataset) -> None:
 
     from dlf.checkpoint import dataset_meta, save_checkpoint, write_predictions
 
-    now = int(time.time() * 1000)
+    now = int(time.time() * 1000) + 1  # strictly after every per-epoch value
     final = {f"val_{k}": v for k, v in result.val.items()}
     final.update({f"test_{k}": v for k, v in result.test.items()})
     final.update(best_epoch=result.best_epoch, epochs=result.epochs, train_seconds=result.train_seconds)
-    c.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in final.items()])
+    # Logged after the epochs at step = epochs: MLflow's "latest value" of val_mae is then the
+    # selected epoch's (what reports read), not the last epoch's.
+    c.log_batch(run_id, metrics=[Metric(k, float(v), now, int(result.epochs)) for k, v in final.items()])
     c.set_tag(run_id, "dlf.stopped_early", "true" if result.stopped_early else "false")
     with tempfile.TemporaryDirectory(prefix="dlf-run-") as tmp:
         pred = result.test_predictions

@@ -30,6 +30,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from dlf.errors import DLFError
+from dlf.queue import sqlalchemy_url
 from dlf.resources import home_dir
 
 HEARTBEAT_S = 30
@@ -69,10 +70,11 @@ def open_storage(storage: str) -> optuna.storages.BaseStorage:
     if storage.startswith("sqlite:///"):
         Path(storage[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
     try:
-        with warnings.catch_warnings():
+        # Several hosts opening a fresh PostgreSQL study at once race on Optuna's schema creation.
+        with _pg_lock(storage, "dlf-optuna-schema"), warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
-                storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                sqlalchemy_url(storage), heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                 heartbeat_stale_trial_callback=_retry())
     except Exception as err:  # sqlalchemy/driver errors: report one line, not a traceback
         raise DLFError(f"--storage {storage}: cannot open ({type(err).__name__}: {str(err).splitlines()[0]})") from None
@@ -81,14 +83,24 @@ def open_storage(storage: str) -> optuna.storages.BaseStorage:
 def claim_lock(storage: str) -> contextlib.AbstractContextManager:
     """Serialises 'count finished trials, then ask' between local workers of a journal storage.
 
-    Released by the kernel when its holder dies (fcntl), unlike a symlink lock. RDB storages have
-    no such lock; there the total can overshoot by at most (workers - 1) trials.
+    Released by the kernel when its holder dies (fcntl), unlike a symlink lock. On PostgreSQL a
+    session advisory lock plays that part across hosts; other RDB storages have no such lock, and
+    there the total can overshoot by at most (workers - 1) trials.
     """
     if is_rdb(storage):
-        return contextlib.nullcontext()
+        return _pg_lock(storage, "dlf-tune-claim")
     from filelock import FileLock
 
     return FileLock(str(Path(storage).expanduser()) + ".claim.lock")
+
+
+def _pg_lock(storage: str, name: str) -> contextlib.AbstractContextManager:
+    """A cross-host advisory lock on PostgreSQL storages; nothing elsewhere."""
+    if not storage.startswith("postgres"):
+        return contextlib.nullcontext()
+    from dlf.queue import advisory_lock
+
+    return advisory_lock(storage, name)
 
 
 def count_finished(study: optuna.Study) -> int:

@@ -43,14 +43,24 @@ def start_cli(args: list[str], env: dict, **kw) -> subprocess.Popen:
 
 def seed_runs(db: Path) -> list[tuple[str, str, str]]:
     """(run_uuid, status, run key) of every seed run, read straight from the SQLite store."""
+    return _query(db, "SELECT r.run_uuid, r.status, k.value FROM runs r "
+                      "JOIN tags l ON l.run_uuid = r.run_uuid AND l.key = 'dlf.level' AND l.value = 'seed' "
+                      "JOIN tags k ON k.run_uuid = r.run_uuid AND k.key = 'dlf.run_key'")
+
+
+def parent_runs(db: Path) -> list[tuple[str, str]]:
+    """(run_uuid, status) of every parent run."""
+    return _query(db, "SELECT r.run_uuid, r.status FROM runs r "
+                      "JOIN tags l ON l.run_uuid = r.run_uuid AND l.key = 'dlf.level' AND l.value = 'parent'")
+
+
+def _query(db: Path, sql: str) -> list[tuple]:
     if not Path(db).is_file():
         return []
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
-        try:
-            rows = con.execute(
-                "SELECT r.run_uuid, r.status, k.value FROM runs r "
-                "JOIN tags l ON l.run_uuid = r.run_uuid AND l.key = 'dlf.level' AND l.value = 'seed' "
-                "JOIN tags k ON k.run_uuid = r.run_uuid AND k.key = 'dlf.run_key'").fetchall()
-        except sqlite3.OperationalError:  # tables not created yet
-            return []
-    return rows
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return con.execute(sql).fetchall()
+    except sqlite3.OperationalError:  # tables not created yet
+        return []
+    finally:
+        con.close()

@@ -102,46 +102,22 @@ def running_key_of(url: str, proc: subprocess.Popen, uri: str, study: str, timeo
     raise AssertionError(f"worker {me} never trained a run within {timeout}s")
 
 
-@pytest.fixture(autouse=True)
-def pinned_code_version(monkeypatch):
-    # Workers compare their code version with the enqueued one; pin it so that edits to the
-    # checkout while the test runs cannot make them refuse the runs.
-    monkeypatch.setenv("DLF_CODE_VERSION", "cluster-test")
-
-
-def test_workers_share_a_study_and_recover_from_a_killed_worker(pg, mlflow_server, tmp_path):
-    from dlf.cluster import enqueue_study
-
-    url, uri, study = pg.create_db("cluster"), mlflow_server.url, "cluster-tiny"
-    path = write_study(tmp_path / "study.yaml", study, ["full", "wo_lr", "only_l"], [1, 2])
-    summary = enqueue_study(str(path), url, tracking_uri=uri)
-    assert (summary.total, summary.added, summary.cached) == (6, 6, 0)
-    assert enqueue_study(str(path), url, tracking_uri=uri).kept == 6  # enqueued once
-
-    killed, stopped, survivor = (start_worker(url, tmp_path / f"host{i}") for i in range(3))
-    killed_key = running_key_of(url, killed, uri, study)
-    killed.send_signal(signal.SIGKILL)
-    stopped_key = running_key_of(url, stopped, uri, study)
-    stopped.send_signal(signal.SIGTERM)
-    _, err = stopped.communicate(timeout=60)
-    assert stopped.returncode == 128 + signal.SIGTERM, err[-2000:]
-    assert "stopped by SIGTERM; released" in err
-    _, err = survivor.communicate(timeout=150)
-    assert survivor.returncode == 0, err[-3000:]
-    killed.wait()
-
-    # Every key done exactly once in the queue; the killed run was reclaimed by another worker.
-    final = rows(url)
+def check_queue(final: dict, killed_key: str, killed_pid: int, stopped_key: str, stopped_pid: int) -> None:
+    """Every key done exactly once; the killed run reclaimed by another worker; the stopped one
+    given back untried (its attempt not counted)."""
+    host = socket.gethostname()
     assert len(final) == 6 and all(r.state == "done" for r in final.values())
-    killed_id = f"{socket.gethostname()}:{killed.pid}"
     r = final[killed_key]
-    assert r.attempts >= 2 and r.workers[0] == killed_id and r.worker != killed_id
+    assert r.attempts >= 2 and r.workers[0] == f"{host}:{killed_pid}" and r.worker != r.workers[0]
     assert r.workers[-1] == r.worker
-    # The SIGTERM'd worker gave its run back untried: the attempt was not counted.
-    assert f"{socket.gethostname()}:{stopped.pid}" in final[stopped_key].workers
+    assert f"{host}:{stopped_pid}" in final[stopped_key].workers
     assert final[stopped_key].attempts == len(final[stopped_key].workers) - 1
 
-    # The tracking server holds one FINISHED seed run per key, with every contract tag and artifact.
+
+def check_tracking(uri: str, study: str, final: dict, killed_key: str, stopped_key: str, store: Path) -> None:
+    """One FINISHED seed run per key on the server, with every contract tag and artifact."""
+    from mlflow.tracking import MlflowClient
+
     runs = seed_runs(uri, study)
     finished = [x for x in runs if x.info.status == "FINISHED"]
     assert sorted(x.data.tags["dlf.run_key"] for x in finished) == sorted(final)
@@ -154,16 +130,61 @@ def test_workers_share_a_study_and_recover_from_a_killed_worker(pg, mlflow_serve
     # The SIGTERM'd worker closes its run KILLED (or, stopped before the run's try block, the
     # next claimer marks it FAILED as abandoned): never FINISHED twice.
     assert by_status & {(stopped_key, "KILLED"), (stopped_key, "FAILED")}
-    from mlflow.tracking import MlflowClient
-
     c = MlflowClient(uri)
-    logged = {f.path for top in c.list_artifacts(finished[0].info.run_id) for f in
-              ([top] if not top.is_dir else c.list_artifacts(finished[0].info.run_id, top.path))}
+    run_id = finished[0].info.run_id
+    logged = {f.path for top in c.list_artifacts(run_id)
+              for f in ([top] if not top.is_dir else c.list_artifacts(run_id, top.path))}
     assert set(ARTIFACTS) <= logged
-    stored = {p.name for p in (mlflow_server.dir / "artifacts").rglob("*") if p.is_file()}
-    assert {"model.pt", "test.csv", "config.json"} <= stored  # in the server's artifact store
+    stored = {p.name for p in store.rglob("*") if p.is_file()}
+    assert {"model.pt", "test.csv", "config.json"} <= stored  # uploaded to the server's artifact store
     parents = c.search_runs([finished[0].info.experiment_id], "tags.`dlf.level` = 'parent'")
     assert len(parents) == 3 and all(p.info.status == "FINISHED" for p in parents)
+
+
+@pytest.fixture(autouse=True)
+def pinned_code_version(monkeypatch):
+    # Workers compare their code version with the enqueued one; pin it so that edits to the
+    # checkout while the test runs cannot make them refuse the runs.
+    monkeypatch.setenv("DLF_CODE_VERSION", "cluster-test")
+
+
+@pytest.fixture
+def reaper():
+    """Processes a test started; any still running at the end (a failed assertion) are killed."""
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_workers_share_a_study_and_recover_from_a_killed_worker(pg, mlflow_server, tmp_path, reaper):
+    from dlf.cluster import enqueue_study
+
+    url, uri, study = pg.create_db("cluster"), mlflow_server.url, "cluster-tiny"
+    path = write_study(tmp_path / "study.yaml", study, ["full", "wo_lr", "only_l"], [1, 2])
+    queued = run_cli("run", str(path), "--queue", url, "--tracking-uri", uri)
+    assert queued.returncode == 0, queued.stderr
+    assert "cluster-tiny: 6 runs; 0 already finished" in queued.stdout and "queued 6 new" in queued.stdout
+    assert enqueue_study(str(path), url, tracking_uri=uri).kept == 6  # enqueued once
+
+    reaper += [start_worker(url, tmp_path / f"host{i}") for i in range(3)]
+    killed, stopped, survivor = reaper
+    killed_key = running_key_of(url, killed, uri, study)
+    killed.send_signal(signal.SIGKILL)
+    stopped_key = running_key_of(url, stopped, uri, study)
+    stopped.send_signal(signal.SIGTERM)
+    _, err = stopped.communicate(timeout=60)
+    assert stopped.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "stopped by SIGTERM; released" in err
+    _, err = survivor.communicate(timeout=150)
+    assert survivor.returncode == 0, err[-3000:]
+    killed.wait()
+
+    final = rows(url)
+    check_queue(final, killed_key, killed.pid, stopped_key, stopped.pid)
+    check_tracking(uri, study, final, killed_key, stopped_key, mlflow_server.dir / "artifacts")
 
     status = run_cli("queue", "status", "--queue", url, "--study", study)
     assert status.returncode == 0, status.stderr
@@ -176,13 +197,14 @@ def test_unreachable_database_or_tracking_server_is_one_line_and_leaves_no_claim
     from dlf.cluster import enqueue_study
 
     dead_db = f"postgresql://dlf:pw@127.0.0.1:{free_port()}/nothing"
-    for args in (("worker", "--queue", dead_db), ("queue", "status", "--queue", dead_db)):
+    path = write_study(tmp_path / "study.yaml", "cluster-unreachable", ["full"], [1, 2])
+    for args in (("worker", "--queue", dead_db), ("queue", "status", "--queue", dead_db),
+                 ("run", str(path), "--queue", dead_db, "--tracking-uri", mlflow_server.url)):
         res = run_cli(*args, timeout=60)
         assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
         assert res.stderr.startswith("error: --queue postgresql://dlf:***@127.0.0.1") and "cannot connect" in res.stderr
 
     url = pg.create_db("unreachable")
-    path = write_study(tmp_path / "study.yaml", "cluster-unreachable", ["full"], [1, 2])
     dead_tracking = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(DLFError, match="unreachable"):
         enqueue_study(str(path), url, tracking_uri=dead_tracking)
@@ -199,7 +221,7 @@ def test_unreachable_database_or_tracking_server_is_one_line_and_leaves_no_claim
 
 
 # ------------------------------------------------------------------ tune across hosts (dlf.tune)
-def test_tune_processes_share_one_postgres_study(pg, mlflow_server, tmp_path):
+def test_tune_processes_share_one_postgres_study(pg, mlflow_server, tmp_path, reaper):
     import optuna
     from optuna.trial import TrialState
 
@@ -210,8 +232,8 @@ def test_tune_processes_share_one_postgres_study(pg, mlflow_server, tmp_path):
     args = ("tune", str(path), "--trials", "4", "--storage", url, "--study-name", "shared", "--top-k", "1",
             "--seeds", "1", "--tracking-uri", mlflow_server.url, "--pruner", "none", "--threads", "1",
             "--no-progress")
-    procs = [cli(*args, env={"DLF_HOME": str(tmp_path / f"host{i}")}) for i in range(2)]
-    for proc in procs:
+    reaper += [cli(*args, env={"DLF_HOME": str(tmp_path / f"host{i}")}) for i in range(2)]
+    for proc in reaper:
         _, err = proc.communicate(timeout=240)
         assert proc.returncode == 0, err[-3000:]
     study = optuna.load_study(study_name="shared", storage=open_storage(url))

@@ -15,7 +15,7 @@ from dlf.errors import DLFError
 from dlf.executor import execute_run, key_lock
 from dlf.pool import _worker_settings, parse_devices, run_study, thread_budget, StudyRun
 from dlf.study import expand, load_study
-from study_fixtures import CODE_VERSION, TINY_SET, cli_env, seed_runs, start_cli, write_study
+from study_fixtures import CODE_VERSION, TINY_SET, cli_env, parent_runs, seed_runs, start_cli, write_study
 
 
 @pytest.fixture
@@ -125,6 +125,7 @@ def test_two_concurrent_invocations_train_each_key_once(tmp_path, tiny_mosi):
     runs = seed_runs(tmp_path / "home" / "mlflow.db")
     assert len(runs) == 6 and {s for _, s, _ in runs} == {"FINISHED"}  # no duplicate, no abandoned run
     assert set(Counter(k for _, _, k in runs).values()) == {1}
+    assert len(parent_runs(tmp_path / "home" / "mlflow.db")) == 3  # one parent per variant, not per process
     finished = [int(o.split(" finished,")[0].split()[-1]) for o in outs]
     assert sum(finished) == 6  # the two invocations split the work; each run once
 

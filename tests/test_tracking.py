@@ -97,6 +97,9 @@ def test_params_metrics_and_per_epoch_history(tracked):
             assert name in m, name
         epochs = int(m["epochs"])
         assert 1 <= m["best_epoch"] <= epochs == 2
+        # The latest val_* value is the selected epoch's, not the last epoch's.
+        best = [h for h in c.get_metric_history(run.info.run_id, "val_mae") if h.step == m["best_epoch"]]
+        assert m["val_mae"] == best[0].value
         history = c.get_metric_history(run.info.run_id, "train_task_f")
         assert sorted(h.step for h in history) == list(range(1, epochs + 1))
         assert [h.step for h in c.get_metric_history(run.info.run_id, "lr")] == [1, 2]

@@ -45,7 +45,7 @@ def train(
     sets = _sets(set_) | ({"seed": seed} if seed is not None else {})
     resolve_device(device)  # fail before loading any data
     cfg, data, var = prepare_run(dataset, variant, sets, data_root)
-    with _progress_bar(cfg.train.max_epochs) as progress:
+    with _Progress(cfg.train.max_epochs) as progress:
         result = train_run(cfg, data, Runtime(device=device, threads=threads), progress=progress)
     if save is not None:
         _save(save, result, data, var.name)
@@ -63,7 +63,8 @@ def summary(
     data_root: Optional[Path] = DataRootOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Parameters per component of a variant at a dataset's shapes (features mode: no text encoder)."""
+    """Parameters per component of a variant at a dataset's shapes (`total` includes the text encoder,
+    0 in features mode; the BERT modes load model.pretrained)."""
     from dlf.catalogue import model_summary
 
     info = model_summary(dataset, variant, _sets(set_), data_root)
@@ -71,9 +72,10 @@ def summary(
         typer.echo(json.dumps(info))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"DLF parameters: {variant or 'full'} at {dataset} shapes")
+    table = Table(title=escape(f"DLF parameters: {variant or 'full'} at {dataset} shapes"))
     table.add_column("component")
     table.add_column("parameters", justify="right")
     for name, n in info["components"].items():
@@ -117,7 +119,7 @@ def _fmt(value: Any) -> str:
     return "[" + ",".join(map(str, value)) + "]" if isinstance(value, (list, tuple)) else str(value)
 
 
-class _progress_bar:
+class _Progress:
     """Trainer progress on stderr (stdout stays clean for --json): a rich bar on a terminal, else
     one plain line per epoch (log files, CI)."""
 

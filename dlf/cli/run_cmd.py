@@ -36,11 +36,20 @@ def run(
                                           "cores // workers)."),
     tracking_uri: Optional[str] = UriOpt,
     data_root: Optional[Path] = DataRootOpt,
+    queue: Optional[str] = typer.Option(None, "--queue", help="PostgreSQL URL of a cluster work queue: enqueue "
+                                        "the pending runs for 'dlf-ablate worker' processes instead of running "
+                                        "them here (see docs/cluster.md)."),
 ) -> None:
     """Run a study: every variant x dataset x seed whose run key has not finished yet, tracked in MLflow."""
     from dlf.config import parse_set_options
     from dlf.run_view import run_command
 
+    if queue:
+        from dlf.cluster import enqueue_study
+
+        summary = enqueue_study(study, queue, tracking_uri, data_root, parse_set_options(set_ or []), set_file)
+        typer.echo("\n".join(summary.lines()))
+        return
     code = run_command(study, parse_set_options(set_ or []), set_file, workers, devices, threads,
                        tracking_uri, data_root)
     raise typer.Exit(code)
