@@ -42,13 +42,21 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
 def keep_mask(shape: tuple[int, ...] | torch.Size, p: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A CPU tensor of ``shape`` holding 0 with probability p and 1 / (1 - p) otherwise."""
-    if p >= 1:
-        return torch.zeros(shape, dtype=dtype)
+    return _mask_from_lanes(_random_lanes(shape), p, dtype)
+
+
+def _random_lanes(shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+    """Uniform int16 values of ``shape``: four per full-range 64-bit random integer."""
     n = math.prod(shape)
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2 ** 63, None)  # uniform over all 64 bits
-    lanes = bits.view(torch.int16)[:n].view(shape)  # four uniform int16 per word
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2 ** 63, None)
+    return bits.view(torch.int16)[:n].view(shape)
+
+
+def _mask_from_lanes(lanes: torch.Tensor, p: float, dtype: torch.dtype) -> torch.Tensor:
+    if p >= 1:
+        return torch.zeros(lanes.shape, dtype=dtype)
     threshold = round(p * 65536) - 32768  # P(lane >= threshold) = 1 - p
-    return torch.ge(lanes, threshold, out=torch.empty(shape, dtype=dtype)).mul_(1.0 / (1.0 - p))
+    return torch.ge(lanes, threshold, out=torch.empty(lanes.shape, dtype=dtype)).mul_(1.0 / (1.0 - p))
 
 
 @lru_cache(maxsize=64)
@@ -82,7 +90,9 @@ class _CpuAttention(torch.autograd.Function):
 
     Every batched product is oriented so that its output's last dimension is a sequence length: MKL
     is several times slower on (46 x 46) @ (46 x 5) per head than on (5 x 46) @ (46 x 46), and autograd's
-    own backward of the plain formulation produces the slow orientation.
+    own backward of the plain formulation produces the slow orientation. The (n, Tq, Tk) tensors are
+    few and passed over as rarely as possible (they do not fit in cache): the dropout keeps a 0/1 mask
+    u01 = prob * keep01 and applies the 1 / (1 - p) scale to the small (n, c, Tq) tensors instead.
     q (n, Tq, c) already scaled; kt, vt (n, c, Tk); mask (Tq, Tk) additive or None -> out^T (n, c, Tq).
     """
 
@@ -93,20 +103,29 @@ class _CpuAttention(torch.autograd.Function):
         else:
             s = torch.baddbmm(mask.expand(q.shape[0], -1, -1), q, kt)
         prob = torch.softmax(s, dim=-1)
-        keep = keep_mask(prob.shape, p, prob.dtype) if p > 0 else None
-        used = prob * keep if keep is not None else prob
-        ctx.save_for_backward(q, kt, vt, prob, keep, used)
-        return torch.bmm(vt, used.transpose(1, 2))  # (n, c, Tq)
+        ctx.scale = 1.0 / (1.0 - p) if 0 < p < 1 else 1.0
+        if p > 0:
+            keep = torch.ge(_random_lanes(prob.shape), round(p * 65536) - 32768, out=torch.empty_like(prob))
+            used = keep.mul_(prob) if p < 1 else keep.zero_()  # prob * 0/1 mask, unscaled
+        else:
+            used = prob
+        ctx.save_for_backward(q, kt, vt, prob, used)
+        out = torch.bmm(vt, used.transpose(1, 2))  # (n, c, Tq)
+        return out.mul_(ctx.scale) if p > 0 else out
 
     @staticmethod
     def backward(ctx, g):
-        q, kt, vt, prob, keep, used = ctx.saved_tensors
+        q, kt, vt, prob, used = ctx.saved_tensors
         g = g.contiguous()  # arrives as a permuted view; strided bmm operands take a per-matrix slow path
+        if ctx.scale != 1.0:
+            g = g * ctx.scale
         g_vt = torch.bmm(g, used)  # (n, c, Tk)
         g_used = torch.bmm(g.transpose(1, 2), vt)  # (n, Tq, Tk)
-        if keep is not None:
-            g_used = g_used.mul_(keep)
-        g_s = torch._softmax_backward_data(g_used, prob, -1, prob.dtype)
+        if used is prob:
+            g_s = torch._softmax_backward_data(g_used, prob, -1, prob.dtype)
+        else:  # softmax backward through the mask: t = g_u * u; g_s = t - prob * rowsum(t)
+            g_s = g_used.mul_(used)
+            g_s.addcmul_(prob, g_s.sum(-1, keepdim=True), value=-1)
         g_q = torch.bmm(kt, g_s.transpose(1, 2)).transpose(1, 2)  # computed as (n, c, Tq)
         g_kt = torch.bmm(q.transpose(1, 2), g_s)  # (n, c, Tk)
         return g_q, g_kt, g_vt, None, None

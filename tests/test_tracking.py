@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -150,3 +154,35 @@ def test_epoch_logger_batches_writes():
 
 def _run_id(tracked, spec) -> str:
     return tracked[2].outcomes[spec.key].run_id
+
+
+def test_fast_sqlite_look_agrees_with_mlflow(tracked, tmp_path):
+    uri, specs, result, tmp = tracked
+    copy = tmp_path / "copy.db"  # deleting a run must not disturb the shared store
+    shutil.copy(uri.removeprefix("sqlite:///"), copy)
+    c = tracking.client(f"sqlite:///{copy}")
+    exp = c.get_experiment_by_name("tracked study").experiment_id
+    done, parents = tracking.sqlite_finished(f"sqlite:///{copy}", "tracked study")
+    assert done == {k: r.info.run_id for k, r in tracking.finished_keys(c, exp).items()}
+    assert done == {s.key: result.outcomes[s.key].run_id for s in specs}
+    assert parents == {(s.variant, s.dataset): "FINISHED" for s in specs}
+    c.delete_run(done[specs[0].key])  # a run deleted in the UI no longer counts as done
+    assert set(tracking.sqlite_finished(f"sqlite:///{copy}", "tracked study")[0]) == {specs[1].key}
+    assert set(tracking.finished_keys(c, exp)) == {specs[1].key}
+    assert tracking.sqlite_finished(f"sqlite:///{tmp_path}/none.db", "x") is None
+    assert tracking.sqlite_finished("http://server:5000", "x") is None
+
+
+def test_cached_rerun_does_not_load_mlflow(tracked):
+    uri, specs, _, tmp = tracked
+    code = (
+        "import sys\n"
+        "from dlf.study import expand, load_study\n"
+        "from dlf.pool import run_study\n"
+        f"specs = expand(load_study({str(tmp / 'tracked study.yaml')!r}))\n"
+        f"result = run_study(specs, {uri!r})\n"
+        "print(result.counts()['cached'], 'mlflow' in sys.modules)\n"
+    )
+    env = {**os.environ, "DLF_CODE_VERSION": CODE_VERSION}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["2", "False"]
