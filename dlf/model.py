@@ -102,7 +102,7 @@ class DLF(nn.Module):
         if self.parts.shared_head:
             self.shared_head = ResidualHead(shared_width, cfg.output_dropout)
         enhancer = LanguageFocusedAttractor(cfg, mods) if cfg.lfa else CrossModalAttention(cfg, mods)
-        self._enhancer = "lfa" if cfg.lfa else "mult"  # the component is named for what it is
+        self._enhancer = "lfa" if cfg.lfa else "crossmodal"  # the component is named for what it is
         setattr(self, self._enhancer, enhancer)
         w = enhancer.widths
         self.specific_heads = nn.ModuleDict({m: ResidualHead(w[m], cfg.output_dropout, m in self.parts.specific_out)

@@ -185,3 +185,40 @@ def test_convert_refuses_wrong_dataset_and_existing_output(tmp_path):
 def test_dead_module_names_cover_every_unused_official_module():
     used = {k.split(".", 1)[0] for k in MOSI_SHAPES} - DEAD_MODULES
     assert used == set(OFFICIAL_NAMES)
+
+
+def test_evaluate_a_checkpoint_saved_from_a_state_dict(tmp_path, monkeypatch):
+    """``train`` / ``run`` save the selected state_dict; ``evaluate`` must score it like a converted one."""
+    import csv
+
+    from dlf.checkpoint import evaluate_checkpoint
+    from dlf.cli import main
+    from dlf.config import preset
+    from dlf.model import build_model
+
+    data = _pickle_like_fixture(tmp_path / "tiny.pkl", 5)
+    cfg = preset("mosi")
+    dims, lens = {"l": 768, "a": 5, "v": 20}, {"l": 50, "a": 50, "v": 50}
+    torch.manual_seed(3)
+    model = build_model(cfg, dims, lens).eval()
+    ckpt = save_checkpoint(tmp_path / "run.pt", model.state_dict(), cfg, dims, lens, {"name": "tiny"})
+    with open(data, "rb") as fh:
+        test = pickle.load(fh)["test"]
+    with torch.no_grad():
+        want = model(*(torch.as_tensor(test[k]) for k in ("text", "audio", "vision"))).pred
+    result = evaluate_checkpoint(ckpt, str(data), "test")
+    assert result.ids == list(test["id"]) and torch.allclose(torch.as_tensor(result.preds), want, atol=1e-6)
+    pred = tmp_path / "p.csv"
+    monkeypatch.setattr("sys.argv", ["dlf-ablate", "evaluate", "--checkpoint", str(ckpt), "--dataset", str(data),
+                                     "--predictions", str(pred), "--json"])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code in (0, None)
+    with open(pred, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["id"] for r in rows] == list(test["id"])
+    assert torch.allclose(torch.tensor([float(r["pred"]) for r in rows]), want, atol=1e-6)
+    with pytest.raises(DLFError, match="--split 'dev'"):
+        evaluate_checkpoint(ckpt, str(data), "dev")
+    with pytest.raises(DLFError, match="checkpoint not found"):
+        evaluate_checkpoint(tmp_path / "missing.pt", str(data))

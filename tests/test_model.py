@@ -55,7 +55,7 @@ def test_every_switch_combination_builds_and_runs(fdm, lfa, hp, mods):
     assert set(out.specific) == (set(mods) if fdm else set())
     assert set(out.shared_sim) == (set(mods) if fdm else set())
     assert all(v.shape == (4, 50) for v in out.shared_sim.values())
-    assert (hasattr(model, "lfa"), hasattr(model, "mult")) == (lfa, not lfa)
+    assert (hasattr(model, "lfa"), hasattr(model, "crossmodal")) == (lfa, not lfa)
     assert hasattr(model, "specific_encoders") == fdm and hasattr(model, "decoders") == fdm
     n = len(mods)
     widths = {m: 50 for m in mods} if lfa else {m: 50 * max(1, n - 1) for m in mods}
