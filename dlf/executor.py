@@ -88,10 +88,12 @@ def _execute_claimed(spec, uri: str, runtime, on_epoch) -> RunOutcome:
     from dlf.train import Runtime, resolve_device
 
     runtime = runtime or Runtime()
+    _warm_imports(spec)
     env = tracking.environment(str(resolve_device(runtime.device)), runtime.threads)
     parent, _ = tracking.ensure_parents(c, exp, [spec])[(spec.variant, spec.dataset)]
-    run_id = tracking.start_seed_run(c, exp, parent, spec, env)
-    try:
+    run_id = tracking.create_seed_run(c, exp, parent, spec, env)
+    try:  # from here on an interrupt or error closes the run (only SIGKILL leaves it RUNNING)
+        tracking.log_run_inputs(c, run_id, spec, env)
         logger = tracking.EpochLogger(c, run_id, forward=on_epoch)
         result, dataset = _train(spec, runtime, logger)
         logger.flush()
@@ -115,6 +117,42 @@ def _train(spec, runtime, logger):
         raise DLFError(f"{spec.data_path}: the data file changed after the study was planned (fingerprint "
                        f"{dataset.fingerprint[:12]}, planned {spec.data_fingerprint[:12]}); run the study again")
     return train_run(spec.config, dataset, runtime, on_epoch=logger), dataset
+
+
+def _warm_imports(spec) -> None:
+    """Load what the trainer imports lazily, with Ctrl-C deferred until it is done.
+
+    torch loads ~800 modules (dynamo, sympy) on the first ``use_deterministic_algorithms`` call,
+    and the BERT text modes load transformers. An interrupt landing inside such an import was
+    measured to be swallowed while leaving sympy half-imported, so every later run of the process
+    failed; imported here, before the run exists, the interrupt arrives afterwards, cleanly.
+    """
+    with _deferred_interrupts():
+        try:
+            import torch._inductor.config  # noqa: F401 - private, hence the guard
+        except ImportError:
+            pass
+        import dlf.losses  # noqa: F401
+        import dlf.model  # noqa: F401
+        if spec.config.model.text_encoder != "features":
+            import transformers  # noqa: F401
+
+
+@contextlib.contextmanager
+def _deferred_interrupts() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM during the block and deliver them (to the usual handlers) after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    old = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        for s in dict.fromkeys(caught):
+            signal.raise_signal(s)
 
 
 def _fail_abandoned(c, runs, reason: str) -> None:

@@ -62,27 +62,34 @@ def _mask_from_lanes(lanes: torch.Tensor, p: float, dtype: torch.dtype) -> torch
 @lru_cache(maxsize=64)
 def sinusoidal_table(length: int, dim: int, device: str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Rows 1..length of the fairseq sinusoidal table (row 0, the padding row, is all zeros): (length, dim)."""
+    with torch.inference_mode(False):  # cached: must stay usable by autograd even if first built in inference
+        return _table(length, dim).to(device=device, dtype=dtype)
+
+
+def _table(length: int, dim: int) -> torch.Tensor:
     half = dim // 2
     freq = torch.exp(torch.arange(half, dtype=torch.float) * -(math.log(10000) / (half - 1)))
     angles = torch.arange(1, length + 1, dtype=torch.float).unsqueeze(1) * freq.unsqueeze(0)  # (length, half)
     table = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
     if dim % 2:
         table = torch.cat([table, torch.zeros(length, 1)], dim=1)
-    return table.to(device=device, dtype=dtype)
+    return table
 
 
 @lru_cache(maxsize=64)
 def mult_mask(tq: int, tk: int, device: str = "cpu") -> torch.Tensor:
     """Boolean (tq, tk) attention mask, True = may attend: key j is visible to query i iff j <= i + |tk - tq|."""
-    i = torch.arange(tq).unsqueeze(1)
-    j = torch.arange(tk).unsqueeze(0)
-    return (j <= i + abs(tk - tq)).to(device)
+    with torch.inference_mode(False):
+        i = torch.arange(tq).unsqueeze(1)
+        j = torch.arange(tk).unsqueeze(0)
+        return (j <= i + abs(tk - tq)).to(device)
 
 
 @lru_cache(maxsize=64)
 def _additive_mask(tq: int, tk: int, device: str = "cpu") -> torch.Tensor:
     """The MulT mask as 0 / -inf (official ``buffered_future_mask``), (tq, tk)."""
-    return torch.zeros(tq, tk).masked_fill(~mult_mask(tq, tk, "cpu"), float("-inf")).to(device)
+    with torch.inference_mode(False):
+        return torch.zeros(tq, tk).masked_fill(~mult_mask(tq, tk, "cpu"), float("-inf")).to(device)
 
 
 class _CpuAttention(torch.autograd.Function):

@@ -181,6 +181,6 @@ def _raise_interrupt(signum, frame) -> None:
 def _exit_with_parent(parent_pid: int) -> None:
     """Die with the main process: after a SIGKILL of ``run`` no orphan keeps training."""
     while True:
-        time.sleep(1.0)
+        time.sleep(0.5)
         if os.getppid() != parent_pid:
             os._exit(1)

@@ -27,24 +27,11 @@ class PlanRow:
 
 
 def plan_rows(specs: list, tracking_uri: str) -> tuple[list[PlanRow], float, str]:
-    """(rows, total estimated seconds of the pending runs, how the rate was obtained)."""
+    """(rows, total estimated seconds of the pending runs, how the costs were obtained)."""
     finished = _finished_runs(specs, tracking_uri)
     units = {s.key: _work_units(s) for s in specs}
-    measured: dict[tuple[str, str], list[float]] = {}
-    for run in finished.values():  # every finished run of the study, whatever its settings
-        seconds = run.data.metrics.get("train_seconds")
-        if seconds is not None:
-            ident = (run.data.tags.get("dlf.variant"), run.data.tags.get("dlf.dataset"))
-            measured.setdefault(ident, []).append(seconds)
-    rates = []
-    for spec in specs:  # the rate needs the run's config: only keys of this expansion
-        run = finished.get(spec.key)
-        seconds = run.data.metrics.get("train_seconds") if run else None
-        if seconds is not None and units[spec.key]:
-            epochs = run.data.metrics.get("epochs") or spec.config.train.max_epochs
-            rates.append(seconds / (units[spec.key] * epochs / spec.config.train.max_epochs))
-    rate = statistics.median(rates) if rates else CPU_RATE
-    rate_source = f"rate from {len(rates)} finished runs" if rates else "CPU rate of a 2-core laptop"
+    measured = _measured(finished.values())
+    rate, rate_source = _rate(specs, finished, units)
     rows, total = [], 0.0
     for spec in specs:
         if spec.key in finished:
@@ -52,14 +39,48 @@ def plan_rows(specs: list, tracking_uri: str) -> tuple[list[PlanRow], float, str
             continue
         same = measured.get((spec.variant, spec.dataset))
         if same:
-            row = PlanRow(spec, False, statistics.fmean(same), f"measured ({len(same)} runs)")
+            # Same max_epochs: the measured time (early stopping included); else per epoch x max_epochs.
+            mean = statistics.fmean(t if m == spec.config.train.max_epochs else t / e * spec.config.train.max_epochs
+                                    for t, e, m in same)
+            row = PlanRow(spec, False, mean, f"measured ({len(same)} runs)")
         elif units[spec.key]:
             row = PlanRow(spec, False, units[spec.key] * rate, "estimate")
         else:
             row = PlanRow(spec, False, None, "unknown")
         total += row.seconds or 0.0
         rows.append(row)
-    return rows, total, f"estimates: params x samples x max_epochs at the {rate_source}"
+    kinds = {r.source.split(" ")[0] for r in rows if not r.cached}
+    parts = ["measured: finished runs of the same variant"] if "measured" in kinds else []
+    if "estimate" in kinds:
+        parts.append(f"estimate: params x samples x max_epochs at the {rate_source}")
+    return rows, total, "; ".join(parts) or "nothing pending"
+
+
+def _measured(runs) -> dict[tuple[str, str], list[tuple[float, float, int]]]:
+    """(variant, dataset) -> [(train_seconds, epochs run, max_epochs)] over every finished run."""
+    out: dict[tuple[str, str], list[tuple[float, float, int]]] = {}
+    for run in runs:
+        m = run.data.metrics
+        try:
+            item = (m["train_seconds"], m["epochs"], int(run.data.params["train.max_epochs"]))
+        except (KeyError, ValueError):
+            continue
+        out.setdefault((run.data.tags.get("dlf.variant"), run.data.tags.get("dlf.dataset")), []).append(item)
+    return out
+
+
+def _rate(specs: list, finished: dict, units: dict) -> tuple[float, str]:
+    """Seconds per (parameter x sample x epoch): calibrated on this expansion's finished keys."""
+    rates = []
+    for spec in specs:  # the rate needs the run's config: only keys of this expansion
+        run = finished.get(spec.key)
+        seconds = run.data.metrics.get("train_seconds") if run else None
+        if seconds is not None and units[spec.key]:
+            epochs = run.data.metrics.get("epochs") or spec.config.train.max_epochs
+            rates.append(seconds / (units[spec.key] * epochs / spec.config.train.max_epochs))
+    if rates:
+        return statistics.median(rates), f"rate from {len(rates)} finished runs"
+    return CPU_RATE, "CPU rate of a 2-core laptop"
 
 
 def _finished_runs(specs: list, uri: str) -> dict:

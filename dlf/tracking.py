@@ -222,23 +222,26 @@ def environment(device: str | None = None, threads: int | None = None) -> dict[s
     }
 
 
-def start_seed_run(c, experiment_id: str, parent_id: str, spec, env: Mapping[str, str]) -> str:
-    """Create the seed run with its tags, params, config.json and environment.json."""
-    from mlflow.entities import Param
-
+def create_seed_run(c, experiment_id: str, parent_id: str, spec, env: Mapping[str, str]) -> str:
+    """The seed run itself, RUNNING, with every contract tag (one database write)."""
     tags = {
         **common_tags(spec), "dlf.level": SEED, "mlflow.parentRunId": parent_id,
         "dlf.seed": str(spec.seed), "dlf.run_key": spec.key, "dlf.code_version": spec.code_version,
         "dlf.data_fingerprint": spec.data_fingerprint, "dlf.data_path": spec.data_path,
         **{f"dlf.env.{k}": env[k] for k in ("torch", "cuda", "device", "python", "host")},
     }
-    run_id = c.create_run(experiment_id, tags=tags, run_name=spec.title).info.run_id
+    return c.create_run(experiment_id, tags=tags, run_name=spec.title).info.run_id
+
+
+def log_run_inputs(c, run_id: str, spec, env: Mapping[str, str]) -> None:
+    """Params (the flattened resolved config), config.json and environment.json."""
+    from mlflow.entities import Param
+
     params = [Param(k, _param(v)) for k, v in flatten(spec.config.to_dict()).items()]
     for i in range(0, len(params), 100):  # MLflow accepts at most 100 params per batch
         c.log_batch(run_id, params=params[i:i + 100])
     c.log_dict(run_id, spec.config.to_dict(), "config.json")
     c.log_dict(run_id, dict(env), "environment.json")
-    return run_id
 
 
 def _param(value: Any) -> str:

@@ -69,7 +69,7 @@ def test_run_left_running_by_a_dead_process_is_failed_and_redone(specs, uri):
     c = tracking.client(uri)
     exp = tracking.ensure_experiment(c, spec.study, uri)
     parent, _ = tracking.ensure_parents(c, exp, [spec])[(spec.variant, spec.dataset)]
-    stale = tracking.start_seed_run(c, exp, parent, spec, tracking.environment("cpu"))  # never closed
+    stale = tracking.create_seed_run(c, exp, parent, spec, tracking.environment("cpu"))  # never closed
     outcome = execute_run(spec, uri, runtime())
     assert outcome.status == "finished" and outcome.run_id != stale
     old = c.get_run(stale)
@@ -131,20 +131,23 @@ def test_two_concurrent_invocations_train_each_key_once(tmp_path, tiny_mosi):
 
 
 def test_interrupted_and_killed_study_resumes_exactly_once(tmp_path, tiny_mosi):
-    """SIGINT (clean stop) with a worker pool, then SIGKILL mid-run, then a resume that completes."""
+    """SIGINT (clean stop) of a worker pool and of an in-process run, SIGKILL mid-run, then a resume."""
     study = write_study(tmp_path, tiny_mosi, name="crash", extra={"set": {
         **TINY_SET, "train.max_epochs": 8, "train.patience": 8}})
     env = cli_env(tmp_path / "home")
     db = tmp_path / "home" / "mlflow.db"
     expected = {s.key for s in _expand_with(env, study)}
 
-    proc = start_cli(["run", str(study), "--workers", "2", "--threads", "1"], env)
-    _wait_for(db, proc, running=1)
-    proc.send_signal(signal.SIGINT)
-    out = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 130 and "interrupted" in out, out
-    killed = {rid for rid, status, _ in seed_runs(db) if status == "KILLED"}
-    assert killed and not [r for r in seed_runs(db) if r[1] == "RUNNING"]
+    killed: set[str] = set()
+    for workers in ("2", "1"):  # Ctrl-C stops a worker pool and an in-process run alike
+        proc = start_cli(["run", str(study), "--workers", workers, "--threads", "1"], env)
+        _wait_for(db, proc, running=1)
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=120)[0]
+        assert proc.returncode == 130 and "interrupted" in out, out
+        now_killed = {rid for rid, status, _ in seed_runs(db) if status == "KILLED"}
+        assert now_killed - killed and not [r for r in seed_runs(db) if r[1] == "RUNNING"]
+        killed = now_killed
 
     proc = start_cli(["run", str(study), "--threads", "1"], env)
     _wait_for(db, proc, running=1, finished=1)

@@ -186,3 +186,19 @@ def test_inference_without_loss_parts_gives_the_same_predictions():
         full, lean = model(*inputs), model(*inputs, with_losses=False)
     assert torch.equal(full.pred, lean.pred) and torch.equal(full.pred_shared, lean.pred_shared)
     assert lean.recon == {} and lean.specific_re == {} and lean.shared_sim == {} and set(lean.specific) == set("lav")
+
+
+def test_training_after_a_first_forward_in_inference_mode():
+    """Cached position tables and masks built under inference_mode must still work with autograd."""
+    from dlf.layers import mult_mask, sinusoidal_table
+
+    sinusoidal_table.cache_clear()
+    mult_mask.cache_clear()
+    model, cfg = make(lens={"l": 11, "a": 11, "v": 11})
+    inputs, y = batch(lens={"l": 11, "a": 11, "v": 11})
+    model.eval()
+    with torch.inference_mode():
+        model(*inputs)
+    model.train()
+    loss_terms(model(*inputs), y, cfg)["total"].backward()
+    assert model.input_proj["l"].weight.grad is not None

@@ -71,6 +71,17 @@ def test_plan_lists_keys_status_and_cost_without_creating_a_store(tmp_path, tiny
     # Other settings: new keys, costed from the measured runs of the same variants.
     changed = invoke("plan", str(study), "--set", "train.lr=0.01")
     assert "measured (1 runs)" in changed.output and "2 pending" in changed.output
+    # A longer schedule: the measured seconds per epoch times the new max_epochs.
+    from dlf.plan import plan_rows
+    from dlf.tracking import client, finished_keys
+
+    uri = f"sqlite:///{home}/mlflow.db"
+    c = client(uri)
+    done = finished_keys(c, c.get_experiment_by_name("tiny").experiment_id).values()
+    per_epoch = {r.data.tags["dlf.variant"]: r.data.metrics["train_seconds"] / r.data.metrics["epochs"] for r in done}
+    rows, total, _ = plan_rows(expand(load_study(study), set_overrides={"train.max_epochs": 4}), uri)
+    assert [r.seconds for r in rows] == pytest.approx([per_epoch[r.spec.variant] * 4 for r in rows])
+    assert total == pytest.approx(sum(r.seconds for r in rows))
 
 
 @pytest.mark.parametrize("args,message", [
