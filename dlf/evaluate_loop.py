@@ -63,7 +63,7 @@ def predict(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64) ->
     with torch.inference_mode():
         for start in range(0, data.n, batch_size):
             sl = slice(start, start + batch_size)
-            outs.append(model(data.text[sl], data.audio[sl], data.vision[sl]).pred.reshape(-1).float())
+            outs.append(model(data.text[sl], data.audio[sl], data.vision[sl], with_losses=False).pred.reshape(-1).float())
     model.train(was_training)
     return torch.cat(outs) if outs else torch.zeros(0, device=data.device)
 
