@@ -51,7 +51,7 @@ def run_one(folder: Path, args: argparse.Namespace, pruner: str) -> dict:
     import optuna
 
     from dlf.tune import TuneOptions, tune
-    from dlf.tune_storage import open_storage
+    from dlf.tune.storage import open_storage
 
     opts = TuneOptions(study=str(study_file(folder, args, pruner)), trials=args.trials, study_name=pruner,
                        storage=str(folder / f"{pruner}.journal"), tracking_uri=f"sqlite:///{folder / 'mlflow.db'}",

@@ -73,3 +73,12 @@ def mmsa_variant(tmp_path):
         return out
 
     return make
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests (small models run no faster on two), restored after."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

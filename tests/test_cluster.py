@@ -225,7 +225,7 @@ def test_tune_processes_share_one_postgres_study(pg, mlflow_server, tmp_path, re
     import optuna
     from optuna.trial import TrialState
 
-    from dlf.tune_storage import open_storage
+    from dlf.tune.storage import open_storage
 
     url = pg.create_db("tune")
     path = write_study(tmp_path / "study.yaml", "cluster-tune", ["full"], [1])
@@ -246,7 +246,7 @@ def test_stale_tune_trial_on_postgres_is_failed_and_retried(pg, monkeypatch):
     import optuna
     from optuna.trial import TrialState
 
-    import dlf.tune_storage as ts
+    import dlf.tune.storage as ts
 
     monkeypatch.setattr(ts, "HEARTBEAT_S", 1)
     monkeypatch.setattr(ts, "GRACE_S", 2)

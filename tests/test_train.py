@@ -20,12 +20,7 @@ FAST = {"model.n_levels": 1, "model.mem_levels": 1, "train.accumulation": 1, "tr
 NARROW = {"model.d_model": 10, "model.n_heads": 2, "loss.ortho_chunk": 10}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

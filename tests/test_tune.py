@@ -82,7 +82,7 @@ def opts(study_file, tracking, tmp_path, **kw) -> TuneOptions:
 
 
 def load(o: TuneOptions) -> optuna.Study:
-    from dlf.tune_storage import open_storage
+    from dlf.tune.storage import open_storage
 
     return optuna.load_study(study_name=o.study_name, storage=open_storage(o.storage))
 
@@ -205,7 +205,7 @@ def test_stale_running_trial_of_a_dead_process_is_failed_and_retried(tmp_path):
     import subprocess
     import sys
 
-    from dlf.tune_storage import count_claimed, mark_owner, open_storage, reap_stale
+    from dlf.tune.storage import count_claimed, mark_owner, open_storage, reap_stale
 
     storage = open_storage(str(tmp_path / "s.journal"))
     study = optuna.create_study(study_name="s", storage=storage)
@@ -245,7 +245,7 @@ def test_prepare_errors_are_one_line(study_file, tracking, tmp_path):
 
 
 def test_rdb_storage_with_heartbeat_and_retry(trainer, study_file, tracking, tmp_path):
-    from dlf.tune_storage import HEARTBEAT_S, Retry, open_storage
+    from dlf.tune.storage import HEARTBEAT_S, Retry, open_storage
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     storage = open_storage(url)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from dlf.tune_storage import open_storage
+from dlf.tune.storage import open_storage
 
 TINY_MODEL = {"data.scale": 0.04, "train.max_epochs": 3, "train.accumulation": 1, "model.d_model": 10,
               "model.n_heads": 2, "model.n_levels": 1, "model.mem_levels": 1, "loss.ortho_chunk": 10}

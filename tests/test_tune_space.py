@@ -6,7 +6,7 @@ import pytest
 
 from dlf.config import RunConfig, apply_overrides
 from dlf.errors import DLFError
-from dlf.tune_space import DEFAULT_SPACE, default_space, load_space, parse_space
+from dlf.tune.space import DEFAULT_SPACE, default_space, load_space, parse_space
 
 NINE = ["loss.lambda_r", "loss.lambda_s", "loss.lambda_m", "loss.lambda_o", "loss.beta_f", "loss.beta_sh",
         "loss.beta_l", "loss.beta_a", "loss.beta_v"]

@@ -15,12 +15,7 @@ DIMS, SEQ_LENS = REFERENCE_SHAPES["mosi"]
 LABELS = torch.tensor([-1.2, 0.4, 0.4, 2.0, -1.2, 0.0, 1.6])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@
 
 Flow: :func:`prepare` (study YAML + CLI -> :class:`TunePlan`), :func:`open_study` (create or resume
 the Optuna study, refuse a changed space or setup, enqueue the official weights as trial 0 of a new
-study), the search (``dlf.tune_worker``, in this process or ``--workers`` spawned processes), the
-top-K re-evaluation over seeds and the export (``dlf.tune_eval``), plots (``dlf.tune_report``).
+study), the search (``dlf.tune.worker``, in this process or ``--workers`` spawned processes), the
+top-K re-evaluation over seeds and the export (``dlf.tune.eval``), plots (``dlf.tune.report``).
 
 The ``tune:`` mapping of a study YAML (``studies/tune.yaml``) sets the defaults; CLI flags win.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlf.tune_plan import TUNE_DEFAULTS, TuneOptions, TunePlan, prepare, tune_section
+from dlf.tune.plan import TUNE_DEFAULTS, TuneOptions, TunePlan, prepare, tune_section
 
 __all__ = ["TuneOptions", "TunePlan", "TuneResult", "prepare", "tune", "tune_section", "TUNE_DEFAULTS"]
 
@@ -28,7 +28,7 @@ class TuneResult:
     created: bool
     reaped: int
     counts: dict[str, int]
-    candidates: list  # dlf.tune_eval.Candidate, best mean first
+    candidates: list  # dlf.tune.eval.Candidate, best mean first
     pareto: list[tuple[int, list[float]]]
     export: Path | None
     plots: list[Path]
@@ -39,8 +39,8 @@ class TuneResult:
 
 def tune(opts: TuneOptions) -> TuneResult:
     """Search, re-evaluate the top K over seeds, export the winner, plot; see the module docstring."""
-    from dlf.tune_report import study_counts
-    from dlf.tune_search import open_study, reap_before_start
+    from dlf.tune.report import study_counts
+    from dlf.tune.search import open_study, reap_before_start
 
     plan = prepare(opts)
     setup = plan.setup = _attach_tracking(plan, opts)
@@ -56,9 +56,9 @@ def tune(opts: TuneOptions) -> TuneResult:
 
 
 def _search_and_reevaluate(plan: TunePlan, opts: TuneOptions, study: Any) -> tuple[list[str], list]:
-    from dlf.tune_eval import reevaluate
-    from dlf.tune_report import ProgressBoard
-    from dlf.tune_search import run_search
+    from dlf.tune.eval import reevaluate
+    from dlf.tune.report import ProgressBoard
+    from dlf.tune.search import run_search
 
     setup = plan.setup
     runtime, envs, warning = _workers(opts)
@@ -78,9 +78,9 @@ def _search_and_reevaluate(plan: TunePlan, opts: TuneOptions, study: Any) -> tup
 def _conclude(plan: TunePlan, opts: TuneOptions, study: Any, candidates: list,
               errors: list[str]) -> tuple[Path | None, list[Path], list[str]]:
     """Export the winner, save the plots, close the parent run with a summary and the files."""
-    from dlf.tune_eval import export_winner
-    from dlf.tune_report import save_plots, study_counts
-    from dlf.tune_track import close_parent
+    from dlf.tune.eval import export_winner
+    from dlf.tune.report import save_plots, study_counts
+    from dlf.tune.track import close_parent
 
     setup, export = plan.setup, None
     plots, notes = save_plots(study, setup.objectives, plan.export.with_suffix("")) if opts.plots else ([], [])
@@ -99,7 +99,7 @@ def _workers(opts: TuneOptions) -> tuple[Any, list[dict[str, str]], str | None]:
     """(runtime, per-worker environments, oversubscription warning) by the same rules as ``run``."""
     from dlf.pool import cpu_cores, parse_devices, thread_budget
     from dlf.train import Runtime
-    from dlf.tune_search import worker_envs
+    from dlf.tune.search import worker_envs
 
     devices = parse_devices(opts.devices)
     gpus = devices if devices and devices != ["cpu"] else None
@@ -115,7 +115,7 @@ def _attach_tracking(plan: TunePlan, opts: TuneOptions) -> Any:
     """Resolve the tracking URI, tag set, experiment and parent run (before any worker starts)."""
     from dlf.tracking import common_tags, resolve_tracking_uri
     from dlf.train import resolve_device
-    from dlf.tune_track import open_parent, tune_tags
+    from dlf.tune.track import open_parent, tune_tags
 
     uri = resolve_tracking_uri(opts.tracking_uri)
     tags = tune_tags(common_tags(plan.spec), str(resolve_device(opts.device)), opts.threads)
@@ -127,7 +127,7 @@ def _attach_tracking(plan: TunePlan, opts: TuneOptions) -> Any:
 
 
 def _provenance(plan: TunePlan, opts: TuneOptions, study: Any) -> dict[str, Any]:
-    from dlf.tune_report import study_counts
+    from dlf.tune.report import study_counts
 
     return {"study_file": str(plan.study_file), "seeds": list(plan.seeds), "top_k": plan.top_k,
             "trials_finished": study_counts(study)["finished"], "tuned_with_set": dict(opts.set_overrides),

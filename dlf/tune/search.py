@@ -15,9 +15,9 @@ from typing import Any, Callable
 import optuna
 
 from dlf.errors import DLFError
-from dlf.tune_space import parse_space
-from dlf.tune_storage import claim_lock, open_storage, reap_stale
-from dlf.tune_worker import TuneSetup, load_tune_study, run_worker
+from dlf.tune.space import parse_space
+from dlf.tune.storage import claim_lock, open_storage, reap_stale
+from dlf.tune.worker import TuneSetup, load_tune_study, run_worker
 
 SPACE_ATTR, SETUP_ATTR = "dlf.space", "dlf.setup"
 
@@ -115,14 +115,14 @@ def run_search(setup: TuneSetup, runtime: Any, envs: list[dict[str, str]],
 
 
 def _worker_entry(setup: TuneSetup, runtime: Any, worker: int, env: dict[str, str]) -> None:
-    from dlf.tune_worker import worker_main
+    from dlf.tune.worker import worker_main
 
     worker_main(setup, runtime, worker, env)
 
 
 def reap_before_start(setup: TuneSetup) -> int:
     """Fail (and re-enqueue) trials left RUNNING by dead processes; close their MLflow runs."""
-    from dlf.tune_track import TrialTracker
+    from dlf.tune.track import TrialTracker
 
     storage = open_storage(setup.storage)
     study = load_tune_study(setup, storage)

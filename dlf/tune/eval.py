@@ -19,7 +19,7 @@ import yaml
 
 from dlf.config import apply_overrides
 from dlf.errors import DLFError
-from dlf.tune_worker import TuneSetup, selected_validation
+from dlf.tune.worker import TuneSetup, selected_validation
 
 REEVAL_ATTR = "dlf.reeval"  # study user attr prefix: dlf.reeval.<trial>.<seed> -> {code_version, val}
 
@@ -81,7 +81,7 @@ def _cached(study: optuna.Study, t: optuna.trial.FrozenTrial, seed: int, setup: 
 
 def _load(setup: TuneSetup) -> tuple[Any, Any]:
     from dlf.data import load_dataset
-    from dlf.tune_track import TrialTracker
+    from dlf.tune.track import TrialTracker
 
     return load_dataset(setup.data_path, setup.base.data), TrialTracker(setup)
 

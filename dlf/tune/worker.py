@@ -6,7 +6,7 @@ an objective value, the sampler, a trial attribute or a trial's MLflow run.
 
 Several workers (processes, possibly on several machines with an RDB storage) run this same
 loop on one Optuna study. ``--trials N`` is a total over all of them: a worker stops when the
-study holds N trials that are COMPLETE, PRUNED or still RUNNING (see ``dlf.tune_storage``).
+study holds N trials that are COMPLETE, PRUNED or still RUNNING (see ``dlf.tune.storage``).
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from optuna.trial import TrialState
 
 from dlf.config import RunConfig, apply_overrides
 from dlf.errors import DLFError
-from dlf.tune_space import SearchSpace, parse_space
-from dlf.tune_storage import (
+from dlf.tune.space import SearchSpace, parse_space
+from dlf.tune.storage import (
     Heartbeat,
     claim_lock,
     count_claimed,
@@ -122,14 +122,14 @@ class WorkerContext:
     space: SearchSpace
     dataset: Any
     runtime: Any
-    tracker: Any  # dlf.tune_track.TrialTracker
+    tracker: Any  # dlf.tune.track.TrialTracker
 
 
 def run_worker(setup: TuneSetup, runtime: Any, worker: int = 0,
                on_trial: Callable[[optuna.Study], None] | None = None) -> None:
     """Run trials until the study holds ``setup.trials`` finished-or-running trials."""
     from dlf.data import load_dataset
-    from dlf.tune_track import TrialTracker
+    from dlf.tune.track import TrialTracker
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(setup.storage)

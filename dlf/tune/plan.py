@@ -56,7 +56,7 @@ class TuneOptions:
 
 @dataclass
 class TunePlan:
-    setup: Any  # dlf.tune_worker.TuneSetup
+    setup: Any  # dlf.tune.worker.TuneSetup
     seeds: tuple[int, ...]
     configs: dict[int, RunConfig]  # seed -> base config (before the trial's overrides)
     top_k: int
@@ -85,7 +85,7 @@ def tune_section(study: Any) -> dict[str, Any]:
 def prepare(opts: TuneOptions) -> TunePlan:
     """Resolve study, dataset, variant, seeds, space and objectives into a plan; check everything."""
     from dlf.study import expand, load_study
-    from dlf.tune_worker import TuneSetup
+    from dlf.tune.worker import TuneSetup
 
     study = load_study(opts.study)
     t = tune_section(study)
@@ -121,7 +121,7 @@ def prepare(opts: TuneOptions) -> TunePlan:
 
 def _search_settings(opts: TuneOptions, t: dict[str, Any]) -> tuple[tuple[str, ...], int, str]:
     """(objectives, total trials, pruner): CLI first, then the study's tune: mapping; all checked."""
-    from dlf.tune_worker import direction_of
+    from dlf.tune.worker import direction_of
 
     objectives = tuple(opts.multi_objective or ([opts.objective] if opts.objective else None)
                        or t["multi_objective"] or [t["objective"]])
@@ -137,14 +137,14 @@ def _search_settings(opts: TuneOptions, t: dict[str, Any]) -> tuple[tuple[str, .
 
 
 def _parse(raw: Any, source: str, base: RunConfig) -> Any:
-    from dlf.tune_space import default_space, parse_space
+    from dlf.tune.space import default_space, parse_space
 
     return default_space(base) if raw is None else parse_space(raw, source, base)
 
 
 def _space_input(cli: str | None, section: Any, study_path: Path) -> tuple[Any, str]:
     """--space FILE, else the study's tune.space (a file relative to the study, or inline), else default."""
-    from dlf.tune_space import read_space_file
+    from dlf.tune.space import read_space_file
 
     if cli:
         return read_space_file(Path(cli)), str(Path(cli))
@@ -190,7 +190,7 @@ def default_study_name(study: str, variant: str, dataset: str) -> str:
 
 
 def _default_storage(name: str) -> str:
-    from dlf.tune_storage import default_storage
+    from dlf.tune.storage import default_storage
 
     return default_storage(name)
 
@@ -198,7 +198,7 @@ def _default_storage(name: str) -> str:
 def _default_export(storage: str, name: str) -> Path:
     """Next to a journal file; under ``<DLF_HOME>/tune`` for an RDB storage."""
     from dlf.resources import home_dir
-    from dlf.tune_storage import is_rdb, safe_name
+    from dlf.tune.storage import is_rdb, safe_name
 
     folder = home_dir() / "tune" if is_rdb(storage) else Path(storage).expanduser().resolve().parent
     return folder / f"{safe_name(name)}.best.yaml"
