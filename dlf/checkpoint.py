@@ -9,8 +9,8 @@ checkpoints and converted official checkpoints share this format.
 from __future__ import annotations
 
 import csv
+import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,6 +20,7 @@ import torch
 
 from dlf.config import RunConfig
 from dlf.errors import DLFError
+from dlf.fingerprint import atomic_write
 
 __all__ = ["save_checkpoint", "load_checkpoint", "dataset_meta", "evaluate_checkpoint", "write_predictions",
            "Evaluation", "FORMAT"]
@@ -80,16 +81,7 @@ def save_checkpoint(path: str | os.PathLike, model_or_state: Any, cfg: RunConfig
         "dataset": _plain(dict(dataset_meta)), "bert_config": _plain(_bert_config(model_or_state, cfg, state)),
         "extra": _plain(dict(extra or {})), "torch": str(torch.__version__), "state_dict": state,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
 def _read(path: Path, map_location: Any) -> dict:
@@ -176,17 +168,10 @@ def _check_shapes(path: Path, meta: Mapping, cfg: RunConfig, ds: Any, spec: str)
 
 def write_predictions(path: str | os.PathLike, ids: list[str], labels: np.ndarray, preds: np.ndarray) -> Path:
     """CSV with columns id,label,pred (float32 values written exactly), replaced atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["id", "label", "pred"])
-            for i, y, p in zip(ids, labels.tolist(), preds.tolist()):
-                writer.writerow([i, f"{y:.9g}", f"{p:.9g}"])
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    writer.writerow(["id", "label", "pred"])
+    for i, y, p in zip(ids, labels.tolist(), preds.tolist()):
+        writer.writerow([i, f"{y:.9g}", f"{p:.9g}"])
+    data = buf.getvalue().encode("utf-8")
+    return atomic_write(path, lambda fh: fh.write(data))

@@ -6,7 +6,6 @@ Imports stay inside functions: ``dlf.report.render`` must load without pandas or
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -139,11 +138,10 @@ def _figures(rep: StudyReport, predictions) -> list[Path]:
 
 def _write(path: Path, text: str) -> Path:
     """Write via a temporary file and rename, so an interrupted report never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    from dlf.fingerprint import atomic_write
+
+    data = text.encode("utf-8")
+    return atomic_write(path, lambda fh: fh.write(data))
 
 
 def format_problems(problems: Sequence[dict], limit: int = 12) -> list[str]:
