@@ -138,15 +138,20 @@ def _worker_settings(workers: int, devices, threads, result: StudyRun, emit: Emi
     if warning and not gpus:
         result.warnings.append(warning)
         emit({"type": "warning", "message": warning})
-    runtimes, envs = [], []
+    device = "cuda" if gpus else ("cpu" if devices == ["cpu"] else "auto")
+    runtimes = [{"device": device, "threads": t, "progress": False} for _ in range(workers)]
+    return runtimes, worker_envs(workers, gpus, t)
+
+
+def worker_envs(workers: int, gpus: list[str] | None, threads: int) -> list[dict[str, str]]:
+    """Per-worker environment (``run`` and ``tune``): one GPU each, round robin, and the thread budget."""
+    envs = []
     for i in range(workers):
-        device = "cuda" if gpus else ("cpu" if devices == ["cpu"] else "auto")
-        runtimes.append({"device": device, "threads": t, "progress": False})
         env = {"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} if gpus else {}
         if workers > 1 or gpus:
-            env.update(OMP_NUM_THREADS=str(t), MKL_NUM_THREADS=str(t))
+            env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         envs.append(env)
-    return runtimes, envs
+    return envs
 
 
 def _run_inline(pending: list, uri: str, runtime_kwargs: dict, record, emit: Emit) -> None:

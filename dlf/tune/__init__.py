@@ -97,9 +97,8 @@ def _conclude(plan: TunePlan, opts: TuneOptions, study: Any, candidates: list,
 
 def _workers(opts: TuneOptions) -> tuple[Any, list[dict[str, str]], str | None]:
     """(runtime, per-worker environments, oversubscription warning) by the same rules as ``run``."""
-    from dlf.pool import cpu_cores, parse_devices, thread_budget
+    from dlf.pool import cpu_cores, parse_devices, thread_budget, worker_envs
     from dlf.train import Runtime
-    from dlf.tune.search import worker_envs
 
     devices = parse_devices(opts.devices)
     gpus = devices if devices and devices != ["cpu"] else None

@@ -81,17 +81,6 @@ def _first_difference(old: Any, new: Any) -> str:
     return f" ({old!r} then, {new!r} now)"
 
 
-def worker_envs(workers: int, gpus: list[str] | None, threads: int) -> list[dict[str, str]]:
-    """Per-worker environment, as ``run`` sets it: one GPU each (round robin) and the thread budget."""
-    envs = []
-    for i in range(workers):
-        env = {"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} if gpus else {}
-        if workers > 1 or gpus:
-            env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        envs.append(env)
-    return envs
-
-
 def run_search(setup: TuneSetup, runtime: Any, envs: list[dict[str, str]],
                on_update: Callable[[optuna.Study], None]) -> list[str]:
     """Run the search to ``setup.trials``; return one line per worker that ended with an error."""
