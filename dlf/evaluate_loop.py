@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from dlf.errors import DLFError
+from dlf.parallel import BatchPool
 
 __all__ = ["SplitTensors", "predict", "evaluate"]
 
@@ -55,25 +56,29 @@ class SplitTensors:
         return self.labels.detach().cpu().numpy().astype(np.float32)
 
 
-def predict(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64) -> torch.Tensor:
-    """Final-head predictions (N,) for the whole split, in order, in eval mode without autograd."""
+def predict(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64, pool: BatchPool | None = None) -> torch.Tensor:
+    """Final-head predictions (N,) for the whole split, in order, in eval mode without autograd.
+
+    ``pool`` computes the batches concurrently (dlf.parallel); each batch's result is the same.
+    """
+    def batch(start: int) -> torch.Tensor:
+        sl = slice(start, start + batch_size)
+        return model(data.text[sl], data.audio[sl], data.vision[sl], with_losses=False).pred.reshape(-1).float()
+
     was_training = model.training
     model.eval()
-    outs = []
     with torch.inference_mode():
-        for start in range(0, data.n, batch_size):
-            sl = slice(start, start + batch_size)
-            outs.append(model(data.text[sl], data.audio[sl], data.vision[sl], with_losses=False).pred.reshape(-1).float())
+        outs = list((pool or BatchPool()).map(batch, range(0, data.n, batch_size)))
     model.train(was_training)
     return torch.cat(outs) if outs else torch.zeros(0, device=data.device)
 
 
-def evaluate(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64,
-             epoch: int | None = None) -> tuple[np.ndarray, dict[str, float]]:
+def evaluate(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64, epoch: int | None = None,
+             pool: BatchPool | None = None) -> tuple[np.ndarray, dict[str, float]]:
     """(predictions as a numpy array, ``msa_metrics``) on one split; non-finite predictions are an error."""
     from dlf.metrics import msa_metrics
 
-    pred = predict(model, data, batch_size).cpu().numpy()
+    pred = predict(model, data, batch_size, pool).cpu().numpy()
     if not np.isfinite(pred).all():
         when = f"epoch {epoch}: " if epoch is not None else ""
         raise DLFError(f"{when}the model predicts non-finite values (the weights diverged); "

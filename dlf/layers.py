@@ -13,21 +13,41 @@ keys j <= i + |T_k - T_q|, which is a plain causal mask when the lengths are equ
 
 Layout is batch-first, (B, T, d); parameter names match the official state_dict
 (``layers.N.self_attn.in_proj_weight``, ``layers.N.fc1``, ``layers.N.layer_norms.0``, ``layer_norm``).
+Randomness: on the CPU every dropout mask is drawn from the generator set by :func:`dropout_rng` for the
+calling thread (the global generator when none is set), so concurrent micro-batches on worker threads
+each draw from their own, seeded stream. Off the CPU dropout is ``F.dropout`` on the device's generator.
+
 Speed: attention runs in ``scaled_dot_product_attention``; dropout is only called when it can act;
 ``last_only`` computes the last layer for the final time step alone (its output is all that DLF's
 last-step pooling reads), which is exact because the last query sees every key under the mask.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from functools import lru_cache
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["TransformerEncoder", "TransformerLayer", "MultiheadAttention", "sinusoidal_table", "mult_mask", "dropout",
-           "keep_mask", "attention"]
+           "keep_mask", "attention", "dropout_rng"]
+
+_rng = threading.local()
+
+
+@contextlib.contextmanager
+def dropout_rng(generator: torch.Generator | None) -> Iterator[None]:
+    """Draw this thread's CPU dropout masks from ``generator`` inside the block (None = the global one)."""
+    old = getattr(_rng, "generator", None)
+    _rng.generator = generator
+    try:
+        yield
+    finally:
+        _rng.generator = old
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -48,7 +68,7 @@ def keep_mask(shape: tuple[int, ...] | torch.Size, p: float, dtype: torch.dtype 
 def _random_lanes(shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
     """Uniform int16 values of ``shape``: four per full-range 64-bit random integer."""
     n = math.prod(shape)
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2 ** 63, None)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2 ** 63, None, generator=getattr(_rng, "generator", None))
     return bits.view(torch.int16)[:n].view(shape)
 
 

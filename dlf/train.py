@@ -15,6 +15,11 @@ Deliberate differences from the official code, both about measurement, not about
   smaller batch and changes with the shuffle.
 - The test split is never evaluated per epoch (the official trainer logs it every epoch).
 
+Speed without changing the arithmetic: on the CPU the micro-batches of one accumulation window are
+computed concurrently by ``dlf.parallel.BatchPool`` (they share the weights), then accumulated and
+clipped in order; evaluation batches likewise. Each micro-batch draws its dropout masks from its own
+generator (seed, epoch, index), so a run's numbers do not depend on the number of workers.
+
 Kept as official: the < ``accumulation`` micro-batches left at the end of an epoch are run forward
 and backward but their gradients are discarded (the official end-of-epoch step can never fire); the
 next epoch zeroes them. An epoch with fewer micro-batches than ``accumulation`` would never step, so
@@ -35,6 +40,8 @@ import torch
 from dlf.config import RunConfig
 from dlf.errors import DLFError
 from dlf.evaluate_loop import SplitTensors, evaluate, predict
+from dlf.layers import dropout_rng
+from dlf.parallel import BatchPool, batch_generator, plan_workers
 
 # on_epoch(epoch, metrics) after each epoch's validation; it may raise to stop the run.
 EpochSink = Callable[[int, dict[str, float]], None]
@@ -53,6 +60,7 @@ class Runtime:
     device: str = "auto"  # 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...
     threads: int | None = None  # torch intra-op threads for this run; None keeps the current setting
     progress: bool = True  # whether a front-end should render progress (the core only calls callbacks)
+    batch_workers: int | None = None  # CPU micro-batches computed at once (dlf.parallel); None = automatic
 
 
 @dataclass
@@ -124,11 +132,12 @@ def train_run(cfg: RunConfig, dataset: Any, runtime: Runtime = Runtime(), on_epo
         splits = {name: SplitTensors.from_split(dataset.splits[name], cfg.model.text_encoder, device)
                   for name in ("train", "valid", "test")}
         _check_steps(cfg, splits["train"].n, getattr(dataset, "display_name", "the dataset"))
-        start = time.perf_counter()
-        history, best_epoch, best_state, stopped = _fit(model, cfg, splits, on_epoch, progress)
-        train_seconds = time.perf_counter() - start
-        model.load_state_dict(best_state)
-        test_pred, test_metrics = evaluate(model, splits["test"], cfg.train.eval_batch_size)
+        with _batch_pool(model, cfg, device, runtime) as pool:
+            start = time.perf_counter()
+            history, best_epoch, best_state, stopped = _fit(model, cfg, splits, pool, on_epoch, progress)
+            train_seconds = time.perf_counter() - start
+            model.load_state_dict(best_state)
+            test_pred, test_metrics = evaluate(model, splits["test"], cfg.train.eval_batch_size, pool=pool)
     best = history[best_epoch - 1]
     return TrainResult(
         config=cfg, best_epoch=best_epoch, epochs=len(history),
@@ -140,6 +149,17 @@ def train_run(cfg: RunConfig, dataset: Any, runtime: Runtime = Runtime(), on_epo
         train_seconds=train_seconds, stopped_early=stopped, device=str(device))
 
 
+def _batch_pool(model: torch.nn.Module, cfg: RunConfig, device: torch.device, runtime: Runtime) -> BatchPool:
+    """Workers for concurrent batches (dlf.parallel); the calling thread keeps the whole thread budget
+    only when training cannot overlap micro-batches (no accumulation), and a worker's share otherwise."""
+    text = getattr(model, "text_encoder", None)
+    global_rng = text is not None and not getattr(text, "frozen", True)  # BERT's own dropout
+    workers, each = plan_workers(device, torch.get_num_threads(), runtime.batch_workers, global_rng)
+    if workers > 1 and cfg.train.accumulation > 1:
+        torch.set_num_threads(each)  # restored by torch_settings
+    return BatchPool(workers, each)
+
+
 def _check_steps(cfg: RunConfig, n_train: int, name: str) -> None:
     micro = math.ceil(n_train / cfg.train.batch_size)
     if micro < cfg.train.accumulation:
@@ -149,7 +169,7 @@ def _check_steps(cfg: RunConfig, n_train: int, name: str) -> None:
             f"set train.accumulation to at most {micro} (e.g. --set train.accumulation=1)")
 
 
-def _fit(model: torch.nn.Module, cfg: RunConfig, splits: Mapping[str, SplitTensors],
+def _fit(model: torch.nn.Module, cfg: RunConfig, splits: Mapping[str, SplitTensors], pool: BatchPool,
          on_epoch: EpochSink | None, progress: ProgressFn | None):
     """The epoch loop: train, validate, schedule, select, stop. Returns history and the best weights."""
     t = cfg.train
@@ -162,8 +182,8 @@ def _fit(model: torch.nn.Module, cfg: RunConfig, splits: Mapping[str, SplitTenso
     best_loss, best_epoch, best_state = math.inf, 0, None
     for epoch in range(1, t.max_epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
-        metrics = _train_epoch(model, optimizer, params, cfg, splits["train"], shuffle, epoch, progress)
-        _, val_metrics = evaluate(model, splits["valid"], t.eval_batch_size, epoch=epoch)
+        metrics = _train_epoch(model, optimizer, params, cfg, splits["train"], shuffle, epoch, pool, progress)
+        _, val_metrics = evaluate(model, splits["valid"], t.eval_batch_size, epoch=epoch, pool=pool)
         metrics["val_loss"] = val_metrics["mae"]  # sample-weighted mean L1 of the final head
         metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
         metrics["lr"] = lr
@@ -182,30 +202,42 @@ def _fit(model: torch.nn.Module, cfg: RunConfig, splits: Mapping[str, SplitTenso
 
 
 def _train_epoch(model, optimizer, params, cfg: RunConfig, data: SplitTensors, shuffle: torch.Generator,
-                 epoch: int, progress: ProgressFn | None) -> dict[str, float]:
-    """One pass over the training split; returns sample-weighted mean loss terms as train_<term>."""
+                 epoch: int, pool: BatchPool, progress: ProgressFn | None) -> dict[str, float]:
+    """One pass over the training split; returns sample-weighted mean loss terms as train_<term>.
+
+    Micro-batches are taken one accumulation window at a time: those of a window share the weights,
+    so ``pool`` may compute their gradients concurrently; they are added to ``.grad`` and clipped in
+    order, exactly as a sequential ``backward`` + ``clip_grad_value_`` per micro-batch would.
+    """
     from dlf.losses import loss_terms
 
     t = cfg.train
     model.train()
     order = torch.randperm(data.n, generator=shuffle).to(data.device)
     batches = order.split(t.batch_size)
+
+    def gradients(i: int) -> tuple[tuple, dict[str, torch.Tensor]]:
+        inputs, labels = data.take(batches[i])
+        with dropout_rng(batch_generator(cfg.seed, epoch, i) if data.device.type == "cpu" else None):
+            terms = loss_terms(model(*inputs), labels, cfg)
+        grads = torch.autograd.grad(terms["total"], params, allow_unused=True)
+        return grads, {k: v.detach() for k, v in terms.items()}
+
     names: list[str] | None = None
     sums: torch.Tensor | None = None  # running sums on the device: no host sync per micro-batch
-    for i, idx in enumerate(batches):
-        if i % t.accumulation == 0:
-            optimizer.zero_grad(set_to_none=True)
-        inputs, labels = data.take(idx)
-        terms = loss_terms(model(*inputs), labels, cfg)
-        terms["total"].backward()
-        torch.nn.utils.clip_grad_value_(params, t.clip_value)
-        if (i + 1) % t.accumulation == 0:
+    for first in range(0, len(batches), t.accumulation):
+        optimizer.zero_grad(set_to_none=True)
+        window = range(first, min(first + t.accumulation, len(batches)))
+        for i, (grads, terms) in zip(window, pool.map(gradients, window)):
+            _accumulate(params, grads)
+            torch.nn.utils.clip_grad_value_(params, t.clip_value)
+            names = names or list(terms)
+            values = torch.stack([terms[k].float() for k in names]) * len(batches[i])
+            sums = values if sums is None else sums + values
+            if progress is not None:
+                progress("step", i + 1, len(batches), {})
+        if len(window) == t.accumulation:
             optimizer.step()
-        names = names or list(terms)
-        values = torch.stack([terms[k].detach().float() for k in names]) * len(idx)
-        sums = values if sums is None else sums + values
-        if progress is not None:
-            progress("step", i + 1, len(batches), {})
     means = dict(zip(names, (sums / data.n).tolist()))
     if not math.isfinite(means["total"]):
         raise DLFError(f"epoch {epoch}: the training loss became {means['total']} (not finite); "
@@ -213,3 +245,14 @@ def _train_epoch(model, optimizer, params, cfg: RunConfig, data: SplitTensors, s
     out = {"train_loss": means.pop("total")}
     out.update({f"train_{k}": v for k, v in means.items()})
     return out
+
+
+def _accumulate(params: list[torch.Tensor], grads: tuple) -> None:
+    """``p.grad += g`` as autograd's AccumulateGrad does it (None stays None: Adam then skips ``p``)."""
+    for p, g in zip(params, grads):
+        if g is None:
+            continue
+        if p.grad is None:
+            p.grad = g if g.is_contiguous() else g.contiguous()
+        else:
+            p.grad.add_(g)

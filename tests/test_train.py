@@ -65,8 +65,8 @@ def test_selection_schedule_and_test_use_the_best_validation_epoch(tiny, monkeyp
     script = [1.0, 0.8, 0.9, 0.8, 0.85, 0.8 - 5e-7]  # epoch 2 is best; 0.8 - 5e-7 is within min_delta
     snapshots, real_evaluate = {}, train_mod.evaluate
 
-    def scripted(model, data, batch_size=64, epoch=None):
-        pred, metrics = real_evaluate(model, data, batch_size, epoch=epoch)
+    def scripted(model, data, batch_size=64, epoch=None, pool=None):
+        pred, metrics = real_evaluate(model, data, batch_size, epoch=epoch, pool=pool)
         if epoch is not None:  # validation pass of `epoch`
             snapshots[epoch] = {k: v.clone() for k, v in model.state_dict().items()}
             metrics = metrics | {"mae": script[epoch - 1]}

@@ -1,0 +1,103 @@
+"""Concurrent micro-batches (dlf.parallel): same results for any number of workers, official arithmetic."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from dlf.catalogue import get_variant, variant_config
+from dlf.config import apply_overrides
+from dlf.layers import dropout, dropout_rng, keep_mask
+from dlf.parallel import BatchPool, batch_generator, plan_workers
+from dlf.train import Runtime, _accumulate, train_run
+
+CPU = torch.device("cpu")
+
+
+def test_plan_workers_uses_workers_only_where_they_can_help():
+    assert plan_workers(CPU, 2) == (2, 1)
+    assert plan_workers(CPU, 8) == (2, 4)  # more workers would queue on the GIL: threads go to each
+    assert plan_workers(CPU, 1) == (1, 1)
+    assert plan_workers(CPU, 2, requested=1) == (1, 2)
+    assert plan_workers(CPU, 2, global_rng=True) == (1, 2)  # a fine-tuned BERT's dropout is racy
+    assert plan_workers(torch.device("cuda"), 4) == (1, 4)
+
+
+def test_dropout_rng_makes_masks_reproducible_per_thread_and_restores():
+    with dropout_rng(torch.Generator().manual_seed(5)):
+        a = keep_mask((7, 9), 0.3)
+        with dropout_rng(None):  # nested: back to the global generator, then restored
+            torch.manual_seed(0)
+            g = keep_mask((7, 9), 0.3)
+        a2 = keep_mask((7, 9), 0.3)
+    with dropout_rng(torch.Generator().manual_seed(5)):
+        b = keep_mask((7, 9), 0.3)
+        b2 = dropout(torch.ones(7, 9), 0.3, training=True)
+    torch.manual_seed(0)
+    assert torch.equal(a, b) and torch.equal(a2, b2) and torch.equal(g, keep_mask((7, 9), 0.3))
+    assert not torch.equal(a, a2)
+    seeds = {batch_generator(s, e, i).initial_seed() for s in (1, 2) for e in (1, 2) for i in range(10)}
+    assert len(seeds) == 40  # every (seed, epoch, micro-batch) has its own stream
+
+
+def test_batch_pool_keeps_order_runs_on_workers_and_carries_the_autograd_mode():
+    names = []
+
+    def work(i):
+        names.append(threading.current_thread().name)
+        return i * i, torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+    with BatchPool(2, 1) as pool:
+        out = list(pool.map(work, range(6)))
+        assert [o[0] for o in out] == [i * i for i in range(6)] and all(o[1] and not o[2] for o in out)
+        assert all(n.startswith("dlf-batch") for n in names)
+        with torch.inference_mode():
+            assert all(o[2] and not o[1] for o in pool.map(work, range(3)))
+        names.clear()
+        assert list(pool.map(work, [4]))[0][0] == 16 and names == [threading.current_thread().name]  # inline
+    with pytest.raises(ZeroDivisionError), BatchPool(2, 1) as pool:
+        list(pool.map(lambda i: 1 // (i - 2), range(4)))  # a worker's error reaches the caller
+
+
+def test_accumulate_then_clip_equals_sequential_backward_and_clip():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1), torch.nn.Linear(3, 3))
+    params = list(net.parameters())
+    batches = [torch.randn(5, 6) * 4 for _ in range(3)]
+
+    def loss(x):
+        return net[:3](x).pow(2).sum()
+
+    for x in batches:  # what the official loop does: backward into .grad, clip the running sum
+        loss(x).backward()
+        torch.nn.utils.clip_grad_value_(params, 0.6)
+    expected = [None if p.grad is None else p.grad.clone() for p in params]
+    net.zero_grad(set_to_none=True)
+    for x in batches:
+        _accumulate(params, torch.autograd.grad(loss(x), params, allow_unused=True))
+        torch.nn.utils.clip_grad_value_(params, 0.6)
+    # the unused layer's weight and bias: no gradient either way (Adam then skips them)
+    assert expected[-2:] == [None, None] and params[-1].grad is None and params[-2].grad is None
+    assert all(torch.equal(e, p.grad) for e, p in zip(expected[:-2], params[:-2]))
+    assert any((e.abs() == 0.6).any() for e in expected[:-2])  # clipping did act
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_mosi):
+    from dlf.data import load_dataset
+
+    return load_dataset(str(tiny_mosi))
+
+
+def test_two_workers_train_exactly_like_one(tiny):
+    """Two workers with one thread each give bit-identical runs to one worker with one thread."""
+    overrides = {"model.n_levels": 1, "model.mem_levels": 1, "model.d_model": 10, "model.n_heads": 2,
+                 "loss.ortho_chunk": 10, "train.accumulation": 2, "train.max_epochs": 2, "train.patience": 5}
+    cfg = apply_overrides(variant_config("mosi", get_variant("full"), overrides), {}, source="test")
+    before = torch.get_num_threads()
+    one = train_run(cfg, tiny, Runtime(device="cpu", threads=1, batch_workers=1))
+    two = train_run(cfg, tiny, Runtime(device="cpu", threads=2, batch_workers=2))
+    assert one.history == two.history and one.test == two.test
+    assert all(torch.equal(one.state_dict[k], two.state_dict[k]) for k in one.state_dict)
+    assert torch.get_num_threads() == before  # the main thread's budget is restored after the run
