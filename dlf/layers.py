@@ -112,32 +112,55 @@ def _additive_mask(tq: int, tk: int, device: str = "cpu") -> torch.Tensor:
         return torch.zeros(tq, tk).masked_fill(~mult_mask(tq, tk, "cpu"), float("-inf")).to(device)
 
 
+# Head-matrices per block: a block's (Tq, Tk) scores and probabilities stay in the L2 cache between
+# the product, the softmax and the next product. Measured for T = 46 on one core: the forward over
+# 640 head-matrices (eval batch 64 x 10 heads) in 2.5 ms blocked against 6.3 ms in one piece; in the
+# model, an eval batch ~12% faster. A training micro-batch (16 x 10 heads) is one block.
+BLOCK = 160
+
+
+def _blocks(n: int) -> list[slice]:
+    return [slice(i, min(i + BLOCK, n)) for i in range(0, n, BLOCK)]
+
+
 class _CpuAttention(torch.autograd.Function):
     """softmax(q kt + mask) with dropout, times v, on the CPU, with a hand-written backward.
 
     Every batched product is oriented so that its output's last dimension is a sequence length: MKL
     is several times slower on (46 x 46) @ (46 x 5) per head than on (5 x 46) @ (46 x 46), and autograd's
-    own backward of the plain formulation produces the slow orientation. The (n, Tq, Tk) tensors are
-    few and passed over as rarely as possible (they do not fit in cache): the dropout keeps a 0/1 mask
-    u01 = prob * keep01 and applies the 1 / (1 - p) scale to the small (n, c, Tq) tensors instead.
+    own backward of the plain formulation produces the slow orientation. The (n, Tq, Tk) tensors do
+    not fit in cache, so both passes walk the head-matrices in blocks of ``BLOCK``. The dropout keeps
+    a 0/1 mask u01 = prob * keep01 and applies the 1 / (1 - p) scale to the small (n, c, Tq) tensors.
     q (n, Tq, c) already scaled; kt, vt (n, c, Tk); mask (Tq, Tk) additive or None -> out^T (n, c, Tq).
     """
 
     @staticmethod
     def forward(ctx, q, kt, vt, mask, p):
-        if mask is None:
-            s = torch.bmm(q, kt)  # (n, Tq, Tk)
-        else:
-            s = torch.baddbmm(mask.expand(q.shape[0], -1, -1), q, kt)
-        prob = torch.softmax(s, dim=-1)
+        n, tq, tk = q.shape[0], q.shape[1], kt.shape[2]
         ctx.scale = 1.0 / (1.0 - p) if 0 < p < 1 else 1.0
-        if p > 0:
-            keep = torch.ge(_random_lanes(prob.shape), round(p * 65536) - 32768, out=torch.empty_like(prob))
-            used = keep.mul_(prob) if p < 1 else keep.zero_()  # prob * 0/1 mask, unscaled
-        else:
-            used = prob
-        ctx.save_for_backward(q, kt, vt, prob, used)
-        out = torch.bmm(vt, used.transpose(1, 2))  # (n, c, Tq)
+        keep = ctx.needs_input_grad[0] or ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        prob = q.new_empty(n, tq, tk) if keep else None  # kept whole for the backward only
+        used = (q.new_empty(n, tq, tk) if keep and p > 0 else prob)
+        out = q.new_empty(n, kt.shape[1], tq)
+        scores = q.new_empty(min(n, BLOCK), tq, tk)  # one block's scores, reused
+        work = prob is None and q.new_empty(min(n, BLOCK), tq, tk)  # one block's probabilities (inference)
+        for b in _blocks(n):
+            m = b.stop - b.start
+            s = scores[:m]
+            if mask is None:
+                torch.bmm(q[b], kt[b], out=s)
+            else:
+                torch.baddbmm(mask.expand(m, -1, -1), q[b], kt[b], out=s)
+            pr = prob[b] if keep else work[:m]
+            torch.ops.aten._softmax.out(s, -1, False, out=pr)  # (an in-place softmax is slower)
+            u = pr
+            if p > 0:
+                u = used[b] if keep else s  # the scores are spent: their block holds the mask
+                torch.ge(_random_lanes(s.shape), round(p * 65536) - 32768, out=u)
+                u.mul_(pr) if p < 1 else u.zero_()  # prob * 0/1 mask, unscaled
+            torch.bmm(vt[b], u.transpose(1, 2), out=out[b])  # (m, c, Tq)
+        if keep:
+            ctx.save_for_backward(q, kt, vt, prob, used)
         return out.mul_(ctx.scale) if p > 0 else out
 
     @staticmethod
@@ -146,16 +169,19 @@ class _CpuAttention(torch.autograd.Function):
         g = g.contiguous()  # arrives as a permuted view; strided bmm operands take a per-matrix slow path
         if ctx.scale != 1.0:
             g = g * ctx.scale
-        g_vt = torch.bmm(g, used)  # (n, c, Tk)
-        g_used = torch.bmm(g.transpose(1, 2), vt)  # (n, Tq, Tk)
-        if used is prob:
-            g_s = torch._softmax_backward_data(g_used, prob, -1, prob.dtype)
-        else:  # softmax backward through the mask: t = g_u * u; g_s = t - prob * rowsum(t)
-            g_s = g_used.mul_(used)
-            g_s.addcmul_(prob, g_s.sum(-1, keepdim=True), value=-1)
-        g_q = torch.bmm(kt, g_s.transpose(1, 2)).transpose(1, 2)  # computed as (n, c, Tq)
-        g_kt = torch.bmm(q.transpose(1, 2), g_s)  # (n, c, Tk)
-        return g_q, g_kt, g_vt, None, None
+        n, c, tq = q.shape[0], q.shape[2], q.shape[1]
+        g_qt, g_kt, g_vt = q.new_empty(n, c, tq), torch.empty_like(kt), torch.empty_like(vt)
+        for b in _blocks(n):
+            torch.bmm(g[b], used[b], out=g_vt[b])  # (m, c, Tk)
+            g_used = torch.bmm(g[b].transpose(1, 2), vt[b])  # (m, Tq, Tk)
+            if used is prob:
+                g_s = torch._softmax_backward_data(g_used, prob[b], -1, prob.dtype)
+            else:  # softmax backward through the mask: t = g_u * u; g_s = t - prob * rowsum(t)
+                g_s = g_used.mul_(used[b])
+                g_s.addcmul_(prob[b], g_s.sum(-1, keepdim=True), value=-1)
+            torch.bmm(kt[b], g_s.transpose(1, 2), out=g_qt[b])  # g_q^T (m, c, Tq)
+            torch.bmm(q[b].transpose(1, 2), g_s, out=g_kt[b])  # (m, c, Tk)
+        return g_qt.transpose(1, 2), g_kt, g_vt, None, None
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_heads: int, p: float, causal: bool) -> torch.Tensor:

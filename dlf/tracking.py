@@ -285,7 +285,8 @@ def finish_seed_run(c, run_id: str, spec, result, dataset) -> None:
     now = int(time.time() * 1000) + 1  # strictly after every per-epoch value
     final = {f"val_{k}": v for k, v in result.val.items()}
     final.update({f"test_{k}": v for k, v in result.test.items()})
-    final.update(best_epoch=result.best_epoch, epochs=result.epochs, train_seconds=result.train_seconds)
+    final.update(best_epoch=result.best_epoch, epochs=result.epochs, train_seconds=result.train_seconds,
+                 run_seconds=result.run_seconds)
     # Logged after the epochs at step = epochs: MLflow's "latest value" of val_mae is then the
     # selected epoch's (what reports read), not the last epoch's.
     c.log_batch(run_id, metrics=[Metric(k, float(v), now, int(result.epochs)) for k, v in final.items()])

@@ -73,9 +73,10 @@ class TrainResult:
     history: list[dict[str, float]]  # one dict per epoch, names as in docs/contracts.md
     test_predictions: dict[str, Any]  # {"id": list[str], "label": ndarray, "pred": ndarray}
     state_dict: dict[str, torch.Tensor]  # selected weights, on the CPU
-    train_seconds: float
+    train_seconds: float  # the epoch loop (training and validation)
     stopped_early: bool
     device: str = field(default="cpu")
+    run_seconds: float = 0.0  # the whole run's compute: model, data on the device, epochs, test evaluation
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -126,6 +127,7 @@ def train_run(cfg: RunConfig, dataset: Any, runtime: Runtime = Runtime(), on_epo
     from dlf.model import build_model
 
     device = resolve_device(runtime.device)
+    run_start = time.perf_counter()
     with torch_settings(device, runtime.threads):
         seed_everything(cfg.seed)
         model = build_model(cfg, dataset.dims, dataset.seq_lens).to(device)
@@ -146,7 +148,8 @@ def train_run(cfg: RunConfig, dataset: Any, runtime: Runtime = Runtime(), on_epo
         test_predictions={"id": list(dataset.splits["test"].ids), "label": splits["test"].labels_numpy(),
                           "pred": test_pred},
         state_dict={k: v.detach().cpu().clone() for k, v in best_state.items()},
-        train_seconds=train_seconds, stopped_early=stopped, device=str(device))
+        train_seconds=train_seconds, stopped_early=stopped, device=str(device),
+        run_seconds=time.perf_counter() - run_start)
 
 
 def _batch_pool(model: torch.nn.Module, cfg: RunConfig, device: torch.device, runtime: Runtime) -> BatchPool:

@@ -155,3 +155,30 @@ def test_attention_dropout_uses_one_mask_forward_and_backward():
     assert torch.allclose(out, ref, atol=1e-6)
     for a, b in zip(grads, torch.autograd.grad(ref.pow(2).sum(), (q, k, v))):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("tq,tk,p", [(9, 9, 0.0), (7, 12, 0.0), (6, 6, 0.3)])
+def test_blocked_attention_matches_the_literal_formula_past_one_block(tq, tk, p):
+    """23 samples x 4 heads = 92 head-matrices: more than one BLOCK, the last one partial; with and
+    without autograd (the inference path keeps no probabilities), with dropout (6 x 6 = 36 lanes per
+    matrix, a multiple of 4: the blocks' draws then continue keep_mask's one stream exactly)."""
+    from dlf.layers import BLOCK
+
+    b, h, d = 23, 4, 8
+    assert b * h > BLOCK and (b * h) % BLOCK
+    q, k, v = torch.randn(b, tq, d, requires_grad=True), *(torch.randn(b, tk, d, requires_grad=True) for _ in "kv")
+    torch.manual_seed(5)
+    out = attention(q, k, v, h, p, causal=True)
+    grads = torch.autograd.grad(out.pow(2).sum(), (q, k, v))
+    torch.manual_seed(5)
+    keep = keep_mask((b * h, tq, tk), p) if p else 1.0
+    heads = [x.view(b, -1, h, 2).transpose(1, 2).reshape(b * h, -1, 2) for x in (q, k, v)]
+    mask = torch.triu(torch.full((tq, tk), float("-inf")), 1 + abs(tk - tq))
+    ref = (torch.softmax(heads[0] @ heads[1].transpose(1, 2) / math.sqrt(2) + mask, -1) * keep) @ heads[2]
+    ref = ref.view(b, h, tq, 2).transpose(1, 2).reshape(b, tq, d)
+    assert torch.allclose(out, ref, atol=1e-6)
+    for a, r in zip(grads, torch.autograd.grad(ref.pow(2).sum(), (q, k, v))):
+        assert torch.allclose(a, r, atol=1e-5)
+    if not p:
+        with torch.inference_mode():
+            assert torch.allclose(attention(q, k, v, h, 0.0, causal=True), ref, atol=1e-6)

@@ -97,8 +97,9 @@ def test_params_metrics_and_per_epoch_history(tracked):
         assert json.loads(run.data.params["model.modalities"]) == ["l", "a", "v"]
         m = run.data.metrics
         for name in ("val_mae", "val_acc2", "test_mae", "test_acc7", "test_f1", "test_corr", "best_epoch",
-                     "epochs", "train_seconds"):
+                     "epochs", "train_seconds", "run_seconds"):
             assert name in m, name
+        assert m["run_seconds"] > m["train_seconds"] > 0  # the run also builds the model and tests once
         epochs = int(m["epochs"])
         assert 1 <= m["best_epoch"] <= epochs == 2
         # The latest val_* value is the selected epoch's, not the last epoch's.
