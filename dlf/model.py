@@ -31,7 +31,7 @@ from torch import nn
 from dlf.blocks import BertText, CrossModalAttention, LanguageFocusedAttractor, ResidualHead, key_dropout, make_encoder
 from dlf.config import LossConfig, ModelConfig, RunConfig
 from dlf.errors import DLFError
-from dlf.layers import dropout
+from dlf.layers import dropout, temporal_conv
 
 __all__ = ["DLF", "DLFOutput", "build_model", "parameter_summary", "FUSION_ORDER"]
 
@@ -149,8 +149,7 @@ class DLF(nn.Module):
                     x = self.text_encoder(x)
                 x = dropout(x, self.cfg.text_dropout, self.training)
             self._check(m, x)
-            # (B, T, D) -> (B, D, T) -> Conv1d -> (B, d, T') -> (B, T', d); a contiguous input halves the conv time
-            out[m] = self.input_proj[m](x.transpose(1, 2).contiguous()).transpose(1, 2)
+            out[m] = temporal_conv(x, self.input_proj[m].weight)  # the Conv1d, batch-first: (B, T', d)
         return out
 
     def disentangle(self, x: Mapping[str, torch.Tensor], with_losses: bool = True) -> dict[str, dict[str, torch.Tensor]]:

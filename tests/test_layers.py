@@ -159,12 +159,12 @@ def test_attention_dropout_uses_one_mask_forward_and_backward():
 
 @pytest.mark.parametrize("tq,tk,p", [(9, 9, 0.0), (7, 12, 0.0), (6, 6, 0.3)])
 def test_blocked_attention_matches_the_literal_formula_past_one_block(tq, tk, p):
-    """23 samples x 4 heads = 92 head-matrices: more than one BLOCK, the last one partial; with and
+    """43 samples x 4 heads = 172 head-matrices: more than one BLOCK, the last one partial; with and
     without autograd (the inference path keeps no probabilities), with dropout (6 x 6 = 36 lanes per
     matrix, a multiple of 4: the blocks' draws then continue keep_mask's one stream exactly)."""
     from dlf.layers import BLOCK
 
-    b, h, d = 23, 4, 8
+    b, h, d = 43, 4, 8
     assert b * h > BLOCK and (b * h) % BLOCK
     q, k, v = torch.randn(b, tq, d, requires_grad=True), *(torch.randn(b, tk, d, requires_grad=True) for _ in "kv")
     torch.manual_seed(5)
