@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from dlf import tracking
 from dlf.executor import BUSY, FAILED, RunOutcome, execute_run, mark_abandoned
+from dlf.startup import defer_gc, freeze_for_exit
 
 STOP_GRACE_SECONDS = 60.0  # how long interrupted workers get to close their runs as KILLED
 
@@ -152,6 +153,7 @@ class LocalWorkers:
 def _worker_main(wid: int, conn, uri: str, runtime_kwargs: dict, env: dict, parent_pid: int) -> None:
     """A worker process: set its GPU/thread environment before torch loads, then run specs."""
     os.environ.update(env)
+    defer_gc()  # until its first run starts (dlf.startup)
     # Ctrl-C reaches the whole process group; only the main process reacts, and it stops the
     # workers with SIGTERM, which interrupts the current run like Ctrl-C would.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -172,6 +174,7 @@ def _worker_main(wid: int, conn, uri: str, runtime_kwargs: dict, env: dict, pare
             conn.send({"type": "done", "worker": wid, "key": spec.key, "outcome": outcome.to_dict()})
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
         pass
+    freeze_for_exit()
 
 
 def _raise_interrupt(signum, frame) -> None:

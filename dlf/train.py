@@ -42,6 +42,7 @@ from dlf.errors import DLFError
 from dlf.evaluate_loop import SplitTensors, evaluate, predict
 from dlf.layers import dropout_rng
 from dlf.parallel import BatchPool, batch_generator, plan_workers
+from dlf.startup import settle_gc
 
 # on_epoch(epoch, metrics) after each epoch's validation; it may raise to stop the run.
 EpochSink = Callable[[int, dict[str, float]], None]
@@ -126,6 +127,7 @@ def train_run(cfg: RunConfig, dataset: Any, runtime: Runtime = Runtime(), on_epo
     """Train one model on ``dataset`` (an ``MSADataset``) under ``cfg`` and evaluate the selected epoch."""
     from dlf.model import build_model
 
+    settle_gc()  # the start-up imports are done (dlf.startup): collect normally during training
     device = resolve_device(runtime.device)
     run_start = time.perf_counter()
     with torch_settings(device, runtime.threads):

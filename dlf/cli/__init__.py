@@ -10,6 +10,7 @@ import sys
 import typer
 
 from dlf.errors import DLFError
+from dlf.startup import defer_gc, freeze_for_exit
 
 app = typer.Typer(
     name="dlf-ablate",
@@ -38,6 +39,7 @@ def fail(message: str) -> None:
 
 
 def main() -> None:
+    defer_gc()  # until the first run starts (dlf.startup: imports are ~1-2 s faster without it)
     try:
         app()
     except DLFError as err:
@@ -45,3 +47,5 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    finally:
+        freeze_for_exit()

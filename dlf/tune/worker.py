@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 
 from dlf.config import RunConfig, apply_overrides
 from dlf.errors import DLFError
+from dlf.startup import defer_gc, freeze_for_exit
 from dlf.tune.space import SearchSpace, parse_space
 from dlf.tune.storage import (
     Heartbeat,
@@ -226,7 +227,10 @@ def _finish(ctx: WorkerContext, trial: optuna.Trial, run_id: str, state: TrialSt
 def worker_main(setup: TuneSetup, runtime: Any, worker: int, env: dict[str, str]) -> None:
     """Entry point of a spawned worker process: apply its device/thread environment, then loop."""
     os.environ.update(env)
+    defer_gc()  # until its first trial trains (dlf.startup)
     try:
         run_worker(setup, runtime, worker)
     except DLFError as err:
         raise SystemExit(f"error: worker {worker}: {err}") from None
+    finally:
+        freeze_for_exit()

@@ -1,0 +1,37 @@
+"""The cyclic garbage collector around a process's heavy imports and its exit (stdlib only).
+
+Importing torch (with dynamo, which ``torch.optim`` pulls in) and MLflow creates about a million
+long-lived objects, and every full collection walks all of them again: during the imports, and
+once more when the interpreter exits. Measured here (2-core CPU) for torch + Adam + an MLflow
+client: 5.3-6.4 s from start to exit as is, 3.5 s with the collector paused during the imports and
+those objects frozen afterwards (``gc.freeze``: kept out of every later collection).
+"""
+from __future__ import annotations
+
+import gc
+
+__all__ = ["defer_gc", "settle_gc", "freeze_for_exit"]
+
+_deferred = False
+
+
+def defer_gc() -> None:
+    """Pause the cyclic collector for start-up (a no-op if someone already turned it off)."""
+    global _deferred
+    if gc.isenabled():
+        gc.disable()
+        _deferred = True
+
+
+def settle_gc() -> None:
+    """After the imports: freeze what exists, then collect normally (only new objects from here on)."""
+    global _deferred
+    if _deferred:
+        gc.freeze()
+        gc.enable()
+        _deferred = False
+
+
+def freeze_for_exit() -> None:
+    """Just before the process ends: leave everything out of the interpreter's final collections."""
+    gc.freeze()
