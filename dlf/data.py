@@ -11,16 +11,18 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from dlf.config import DataConfig
 from dlf.errors import DLFError
 from dlf.fingerprint import file_fingerprint
 from dlf.resources import data_root as resolve_root
 from dlf.synthetic import META_KEY, SPLITS, ensure_synthetic
+
+if TYPE_CHECKING:
+    import torch  # loaded where tensors are made: planning and cached re-runs need no torch (~1 s)
 
 FAMILIES = {"mosi": "MOSI", "mosei": "MOSEI"}
 FEATURE_KEYS = ("text", "audio", "vision")
@@ -54,6 +56,8 @@ class Split:
         return int(self.labels.shape[0])
 
     def to(self, device: str | torch.device) -> Split:
+        import torch
+
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
         return replace(self, **{k: v.to(device) for k, v in moved.items() if isinstance(v, torch.Tensor)})
 
@@ -199,6 +203,8 @@ def _convert_split(path: Path, split: str, raw: dict[str, Any]) -> Split:
     n = labels.shape[0]
     feats = {key: _features(path, split, key, raw[key], n) for key in FEATURE_KEYS}
     text_bert = _text_bert(path, split, raw["text_bert"], n, feats["text"].shape[1])
+    import torch
+
     lengths = {key: _lengths(path, split, key, raw.get(key), n, feats[mod].shape[1])
                for key, mod in (("audio_lengths", "audio"), ("vision_lengths", "vision"))}
     return Split(
@@ -283,6 +289,8 @@ def _lengths(path: Path, split: str, key: str, value: Any, n: int, t_max: int) -
     arr = _numeric(path, split, key, value, 1, n)
     if not np.isfinite(arr).all() or (arr < 0).any() or (arr > t_max).any():
         raise _error(path, split, key, f"lengths outside [0, {t_max}]", "lengths count valid time steps")
+    import torch
+
     return torch.from_numpy(arr.astype(np.int64))
 
 

@@ -32,3 +32,16 @@ def test_cli_help_does_not_import_torch():
     code = "import sys\nfrom dlf.cli import app\nprint('torch' in sys.modules, 'mlflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_planning_a_study_loads_neither_torch_nor_mlflow(tmp_path):
+    """Expansion (configs, data fingerprints) is what a fully cached re-run does: it must stay light."""
+    code = f"""
+import sys
+from dlf.study import expand
+from dlf.studyfile import load_study
+specs = expand(load_study("quickstart"), data_root=None)
+print(len(specs), 'torch' in sys.modules, 'mlflow' in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[1:] == ["False", "False"], out.stdout
