@@ -56,7 +56,8 @@ class SplitTensors:
         return self.labels.detach().cpu().numpy().astype(np.float32)
 
 
-def predict(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64, pool: BatchPool | None = None) -> torch.Tensor:
+def predict(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64,
+            pool: BatchPool | None = None) -> torch.Tensor:
     """Final-head predictions (N,) for the whole split, in order, in eval mode without autograd.
 
     ``pool`` computes the batches concurrently (dlf.parallel); each batch's result is the same.

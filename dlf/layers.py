@@ -68,7 +68,8 @@ def keep_mask(shape: tuple[int, ...] | torch.Size, p: float, dtype: torch.dtype 
 def _random_lanes(shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
     """Uniform int16 values of ``shape``: four per full-range 64-bit random integer."""
     n = math.prod(shape)
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2 ** 63, None, generator=getattr(_rng, "generator", None))
+    generator = getattr(_rng, "generator", None)  # this thread's (dropout_rng), else the global one
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2 ** 63, None, generator=generator)
     return bits.view(torch.int16)[:n].view(shape)
 
 
@@ -156,10 +157,10 @@ class _CpuAttention(torch.autograd.Function):
         ctx.scale = 1.0 / (1.0 - p) if 0 < p < 1 else 1.0
         keep = ctx.needs_input_grad[0] or ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
         prob = q.new_empty(n, tq, tk) if keep else None  # kept whole for the backward only
-        used = (q.new_empty(n, tq, tk) if keep and p > 0 else prob)
+        used = q.new_empty(n, tq, tk) if keep and p > 0 else prob
         out = q.new_empty(n, kt.shape[1], tq)
         scores = q.new_empty(min(n, BLOCK), tq, tk)  # one block's scores, reused
-        work = prob is None and q.new_empty(min(n, BLOCK), tq, tk)  # one block's probabilities (inference)
+        work = None if keep else q.new_empty(min(n, BLOCK), tq, tk)  # one block's probabilities (inference)
         for b in _blocks(n):
             m = b.stop - b.start
             s = scores[:m]

@@ -41,7 +41,7 @@ def plan_workers(device: torch.device, threads: int, requested: int | None = Non
 
 def batch_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     """The dropout generator of micro-batch ``index`` of ``epoch``: fixed by the run seed alone."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_033 + index)
+    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_033 + index) % (1 << 63))
 
 
 class BatchPool:

@@ -39,6 +39,7 @@ def test_dropout_rng_makes_masks_reproducible_per_thread_and_restores():
     assert not torch.equal(a, a2)
     seeds = {batch_generator(s, e, i).initial_seed() for s in (1, 2) for e in (1, 2) for i in range(10)}
     assert len(seeds) == 40  # every (seed, epoch, micro-batch) has its own stream
+    assert batch_generator(2 ** 62, 3, 4).initial_seed() < 2 ** 63  # any seed the config accepts
 
 
 def test_batch_pool_keeps_order_runs_on_workers_and_carries_the_autograd_mode():
