@@ -13,11 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from dlf.config import RunConfig, apply_overrides
 from dlf.errors import DLFError
-from dlf.resources import resource_dir
+from dlf.resources import read_yaml, resource_dir
 
 REQUIRED = ("name", "label", "overrides")
 OPTIONAL = ("group", "latex", "order", "description")
@@ -83,11 +81,7 @@ def get_variant(name: str, catalogue: Mapping[str, Variant] | None = None) -> Va
 
 
 def load_variant_file(path: Path) -> Variant:
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise DLFError(f"{path}: cannot read the variant file ({str(err).splitlines()[0]})") from None
-    return variant_from_dict(data, str(path))
+    return variant_from_dict(read_yaml(path, "variant file"), str(path))
 
 
 def variant_from_dict(data: Any, source: str) -> Variant:

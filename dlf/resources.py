@@ -20,6 +20,24 @@ def resource_dir(name: str) -> Path:
     return _PKG / "_builtin" / name
 
 
+def read_yaml(path: str | os.PathLike, what: str):
+    """The parsed YAML of ``path``; an unreadable file or a syntax error is a one-line DLFError that
+    names the file, the line and column, and ``what`` it is (e.g. 'study file', 'variant file')."""
+    import yaml
+
+    from dlf.errors import DLFError
+
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise DLFError(f"{path}: cannot read the {what}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise DLFError(f"{path}: YAML syntax error{where}: {problem}; fix the {what}'s syntax") from None
+
+
 def paper_tables_path() -> Path:
     return resource_dir("reports") / "paper_tables.yaml"
 

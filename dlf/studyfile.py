@@ -13,7 +13,7 @@ from typing import Any, Iterator, Mapping
 from dlf.catalogue import Variant, load_catalogue, variant_from_dict
 from dlf.config import build_config, flatten
 from dlf.errors import DLFError
-from dlf.resources import resource_dir
+from dlf.resources import read_yaml, resource_dir
 
 REQUIRED_KEYS = ("name", "datasets", "variants", "seeds")
 # `tune` belongs to `dlf-ablate tune` (studies/tune.yaml); `run` accepts and ignores it.
@@ -96,17 +96,7 @@ def find_study(path_or_name: str | Path) -> Path:
 
 
 def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
-    import yaml
-
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise DLFError(f"{path}: cannot read {what}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise DLFError(f"{path}: YAML syntax error{where}: {problem}; fix the {what}'s syntax") from None
+    raw = read_yaml(path, what)
     if not isinstance(raw, dict):
         raise DLFError(f"{path}: expected a {what} with 'key: value' lines (a mapping), got {type(raw).__name__}")
     return raw

@@ -125,7 +125,7 @@ def test_missing_key_and_broken_yaml_are_errors(isolated):
     with pytest.raises(DLFError, match=r"nolabel\.yaml: missing key 'label'"):
         load_catalogue()
     (folder / "nolabel.yaml").write_text("name: [unclosed\n")
-    with pytest.raises(DLFError, match=r"nolabel\.yaml: cannot read the variant file"):
+    with pytest.raises(DLFError, match=r"nolabel\.yaml: YAML syntax error at line 2, column 1: .*fix the variant file's syntax"):
         load_catalogue()
 
 

@@ -36,7 +36,7 @@ def test_cli_help_does_not_import_torch():
 
 def test_planning_a_study_loads_neither_torch_nor_mlflow(tmp_path):
     """Expansion (configs, data fingerprints) is what a fully cached re-run does: it must stay light."""
-    code = f"""
+    code = """
 import sys
 from dlf.study import expand
 from dlf.studyfile import load_study

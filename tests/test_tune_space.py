@@ -86,7 +86,7 @@ def test_missing_and_unparsable_space_files(tmp_path):
         load_space(tmp_path / "nope.yaml")
     bad = tmp_path / "broken.yaml"
     bad.write_text("loss.lambda_r: {low: 0.1, high: [\n")
-    with pytest.raises(DLFError, match="not valid YAML"):
+    with pytest.raises(DLFError, match="broken.yaml: YAML syntax error at line .*fix the search space file's syntax"):
         load_space(bad)
 
 

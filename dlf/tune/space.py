@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from dlf.config import RunConfig, apply_overrides
 from dlf.errors import DLFError
+from dlf.resources import read_yaml
 
 LOSS_WEIGHTS = ("lambda_r", "lambda_s", "lambda_m", "lambda_o", "beta_f", "beta_sh", "beta_l", "beta_a", "beta_v")
 
@@ -119,10 +118,7 @@ def load_space(path: str | Path, base: RunConfig | None = None) -> SearchSpace:
 def read_space_file(path: Path) -> Any:
     if not path.is_file():
         raise DLFError(f"{path}: search space file not found; pass an existing YAML file to --space")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise DLFError(f"{path}: not valid YAML ({str(err).splitlines()[0]}); fix the space file's syntax") from None
+    return read_yaml(path, "search space file")
 
 
 def parse_space(raw: Any, source: str, base: RunConfig | None = None) -> SearchSpace:
