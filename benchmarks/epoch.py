@@ -1,0 +1,77 @@
+"""Wall time of real MOSI-sized training epochs: the trainer end to end, not an estimate.
+
+Trains the full model (features mode, official protocol: micro-batches of 16, accumulation 10) on
+synthetic MOSI at the real split sizes (1284 / 229 / 686) with ``dlf.train.train_run`` for a few
+epochs, once per batch-worker setting in the same process (the ratio is the steady figure on a
+shared machine), and prints per epoch the training + validation seconds, the seconds of one test
+evaluation, and their sum: an epoch as the official trainer runs it (it also tests every epoch).
+
+Reference, the official code on a 2-core CPU: about 25 s per MOSI epoch. Target: under 10 s.
+
+    python benchmarks/epoch.py [--epochs 3] [--batch-workers 1,2] [--threads 2] [--variant full]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from dlf.catalogue import get_variant, variant_config
+from dlf.data import load_dataset
+from dlf.evaluate_loop import SplitTensors, evaluate
+from dlf.parallel import BatchPool
+from dlf.train import Runtime, train_run
+
+
+def measure(cfg, dataset, workers: int, threads: int) -> tuple[list[float], float]:
+    """(seconds of each epoch's training + validation, seconds of one test evaluation)."""
+    stamps: list[float] = []
+    start = time.perf_counter()
+    result = train_run(cfg, dataset, Runtime(device="cpu", threads=threads, progress=False, batch_workers=workers),
+                       on_epoch=lambda epoch, metrics: stamps.append(time.perf_counter()))
+    epochs = [b - a for a, b in zip([start] + stamps, stamps)]
+    return epochs, _test_seconds(cfg, dataset, result, workers, threads)
+
+
+def _test_seconds(cfg, dataset, result, workers: int, threads: int) -> float:
+    """One test evaluation of the trained weights, with the trainer's worker setting."""
+    from dlf.model import build_model
+
+    torch.set_num_threads(threads)
+    model = build_model(cfg, dataset.dims, dataset.seq_lens)
+    model.load_state_dict(result.state_dict)
+    test = SplitTensors.from_split(dataset.splits["test"], "features", "cpu")
+    each = max(1, threads // workers)
+    with BatchPool(workers, each) as pool:
+        if workers > 1:
+            torch.set_num_threads(each)
+        start = time.perf_counter()
+        evaluate(model, test, cfg.train.eval_batch_size, pool=pool)
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch-workers", default="1,2", help="settings to compare, in one process")
+    ap.add_argument("--threads", type=int, default=2, help="torch thread budget (default 2)")
+    ap.add_argument("--variant", default="full")
+    args = ap.parse_args()
+    cfg = variant_config("mosi", get_variant(args.variant),
+                         {"train.max_epochs": args.epochs, "train.patience": args.epochs + 1})
+    dataset = load_dataset("synthetic-mosi", cfg.data)
+    sizes = " / ".join(str(len(dataset.splits[s].ids)) for s in ("train", "valid", "test"))
+    print(f"torch {torch.__version__}, thread budget {args.threads}, {args.variant}, synthetic MOSI {sizes}, "
+          f"accumulation {cfg.train.accumulation}")
+    print(f"{'workers':>8} {'epoch (train+val) s':>20} {'test eval s':>12} {'official-style epoch s':>23}")
+    for workers in (int(w) for w in args.batch_workers.split(",")):
+        epochs, test = measure(cfg, dataset, workers, args.threads)
+        steady = min(epochs[1:]) if len(epochs) > 1 else epochs[0]  # the first epoch warms up
+        shown = ", ".join(f"{e:.2f}" for e in epochs)
+        print(f"{workers:>8} {shown:>20} {test:12.2f} {steady + test:23.2f}", flush=True)
+    print("official code (2-core CPU): ~25 s per MOSI epoch; target < 10 s")
+
+
+if __name__ == "__main__":
+    main()
