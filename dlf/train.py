@@ -20,10 +20,11 @@ computed concurrently by ``dlf.parallel.BatchPool`` (they share the weights), th
 clipped in order; evaluation batches likewise. Each micro-batch draws its dropout masks from its own
 generator (seed, epoch, index), so a run's numbers do not depend on the number of workers.
 
-Kept as official: the < ``accumulation`` micro-batches left at the end of an epoch are run forward
-and backward but their gradients are discarded (the official end-of-epoch step can never fire); the
-next epoch zeroes them. An epoch with fewer micro-batches than ``accumulation`` would never step, so
-that configuration is refused.
+Kept as official: the < ``accumulation`` micro-batches left at the end of an epoch never reach an
+optimizer step (the official end-of-epoch step can never fire; the next epoch zeroes their
+gradients). They are run forward for the logged training losses; the gradients the official code
+computes for them and then discards are not computed. An epoch with fewer micro-batches than
+``accumulation`` would never step, so that configuration is refused.
 """
 from __future__ import annotations
 
@@ -221,11 +222,14 @@ def _train_epoch(model, optimizer, params, cfg: RunConfig, data: SplitTensors, s
     order = torch.randperm(data.n, generator=shuffle).to(data.device)
     batches = order.split(t.batch_size)
 
-    def gradients(i: int) -> tuple[tuple, dict[str, torch.Tensor]]:
+    stepped = len(batches) - len(batches) % t.accumulation  # micro-batches of complete windows
+
+    def gradients(i: int) -> tuple[tuple | None, dict[str, torch.Tensor]]:
         inputs, labels = data.take(batches[i])
-        with dropout_rng(batch_generator(cfg.seed, epoch, i) if data.device.type == "cpu" else None):
+        rng = batch_generator(cfg.seed, epoch, i) if data.device.type == "cpu" else None
+        with dropout_rng(rng), torch.set_grad_enabled(i < stepped):  # a trailing window's grads are discarded
             terms = loss_terms(model(*inputs), labels, cfg)
-        grads = torch.autograd.grad(terms["total"], params, allow_unused=True)
+        grads = torch.autograd.grad(terms["total"], params, allow_unused=True) if i < stepped else None
         return grads, {k: v.detach() for k, v in terms.items()}
 
     names: list[str] | None = None
@@ -234,8 +238,9 @@ def _train_epoch(model, optimizer, params, cfg: RunConfig, data: SplitTensors, s
         optimizer.zero_grad(set_to_none=True)
         window = range(first, min(first + t.accumulation, len(batches)))
         for i, (grads, terms) in zip(window, pool.map(gradients, window)):
-            _accumulate(params, grads)
-            torch.nn.utils.clip_grad_value_(params, t.clip_value)
+            if grads is not None:
+                _accumulate(params, grads)
+                torch.nn.utils.clip_grad_value_(params, t.clip_value)
             names = names or list(terms)
             values = torch.stack([terms[k].float() for k in names]) * len(batches[i])
             sums = values if sums is None else sums + values

@@ -112,10 +112,17 @@ def test_accumulation_clipping_and_discarded_leftovers_follow_the_official_loop(
     monkeypatch.setattr(torch.optim.Adam, "zero_grad", zero)
     monkeypatch.setattr(torch.nn.utils, "clip_grad_value_", clip)
     cfg = cfg_for({"train.max_epochs": 2, "train.accumulation": 3, "train.clip_value": 0.05})
+    import dlf.losses
+
+    real_terms, forwards = dlf.losses.loss_terms, []
+    monkeypatch.setattr(dlf.losses, "loss_terms", lambda *a, **k: forwards.append(1) or real_terms(*a, **k))
     train_run(cfg, tiny, CPU1)
     n_micro = -(-len(tiny.splits["train"]) // 16)  # 51 samples -> 4 micro-batches: one step, one leftover
-    assert calls == {"step": 2 * (n_micro // 3), "zero": 2 * -(-n_micro // 3), "clip": 2 * n_micro}
-    assert max(max_grad) == pytest.approx(0.05)  # value clipping after every micro-batch backward
+    # value clipping after every micro-batch backward; the leftover's gradients, which the official
+    # loop computes and then discards, are not computed at all (no backward, no clip)
+    assert calls == {"step": 2 * (n_micro // 3), "zero": 2 * -(-n_micro // 3), "clip": 2 * (n_micro // 3 * 3)}
+    assert max(max_grad) == pytest.approx(0.05)
+    assert len(forwards) == 2 * n_micro  # the leftover still runs forward: its loss is part of train_loss
 
 
 def test_on_epoch_gets_the_contract_names_and_can_stop_the_run(tiny):
