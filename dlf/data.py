@@ -196,6 +196,8 @@ def _family_from_name(name: str) -> str:
 
 
 def _convert_split(path: Path, split: str, raw: dict[str, Any]) -> Split:
+    import torch
+
     for key in REQUIRED_KEYS:
         if key not in raw:
             raise _error(path, split, key, "key is missing", "an MMSA split needs " + ", ".join(REQUIRED_KEYS))
@@ -203,8 +205,6 @@ def _convert_split(path: Path, split: str, raw: dict[str, Any]) -> Split:
     n = labels.shape[0]
     feats = {key: _features(path, split, key, raw[key], n) for key in FEATURE_KEYS}
     text_bert = _text_bert(path, split, raw["text_bert"], n, feats["text"].shape[1])
-    import torch
-
     lengths = {key: _lengths(path, split, key, raw.get(key), n, feats[mod].shape[1])
                for key, mod in (("audio_lengths", "audio"), ("vision_lengths", "vision"))}
     return Split(
