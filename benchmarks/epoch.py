@@ -8,7 +8,7 @@ evaluation, and their sum: an epoch as the official trainer runs it (it also tes
 
 Reference, the official code on a 2-core CPU: about 25 s per MOSI epoch. Target: under 10 s.
 
-    python benchmarks/epoch.py [--epochs 3] [--batch-workers 1,2] [--threads 2] [--variant full]
+    python benchmarks/epoch.py [--epochs 3] [--batch-workers 1,2] [--threads 2] [--variant full] [--device cpu]
 """
 from __future__ import annotations
 
@@ -24,31 +24,37 @@ from dlf.parallel import BatchPool
 from dlf.train import Runtime, train_run
 
 
-def measure(cfg, dataset, workers: int, threads: int) -> tuple[list[float], float]:
+def measure(cfg, dataset, workers: int, threads: int, device: str) -> tuple[list[float], float]:
     """(seconds of each epoch's training + validation, seconds of one test evaluation)."""
     stamps: list[float] = []
     start = time.perf_counter()
-    result = train_run(cfg, dataset, Runtime(device="cpu", threads=threads, progress=False, batch_workers=workers),
-                       on_epoch=lambda epoch, metrics: stamps.append(time.perf_counter()))
+    runtime = Runtime(device=device, threads=threads, progress=False, batch_workers=workers)
+    result = train_run(cfg, dataset, runtime, on_epoch=lambda epoch, metrics: stamps.append(_synced(device)))
     epochs = [b - a for a, b in zip([start] + stamps, stamps)]
-    return epochs, _test_seconds(cfg, dataset, result, workers, threads)
+    return epochs, _test_seconds(cfg, dataset, result, workers, threads, device)
 
 
-def _test_seconds(cfg, dataset, result, workers: int, threads: int) -> float:
+def _synced(device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def _test_seconds(cfg, dataset, result, workers: int, threads: int, device: str) -> float:
     """One test evaluation of the trained weights, with the trainer's worker setting."""
     from dlf.model import build_model
 
     torch.set_num_threads(threads)
-    model = build_model(cfg, dataset.dims, dataset.seq_lens)
+    model = build_model(cfg, dataset.dims, dataset.seq_lens).to(device)
     model.load_state_dict(result.state_dict)
-    test = SplitTensors.from_split(dataset.splits["test"], "features", "cpu")
+    test = SplitTensors.from_split(dataset.splits["test"], "features", device)
     each = max(1, threads // workers)
     with BatchPool(workers, each) as pool:
         if workers > 1:
             torch.set_num_threads(each)
-        start = time.perf_counter()
+        start = _synced(device)
         evaluate(model, test, cfg.train.eval_batch_size, pool=pool)
-        return time.perf_counter() - start
+        return _synced(device) - start
 
 
 def main() -> None:
@@ -57,16 +63,17 @@ def main() -> None:
     ap.add_argument("--batch-workers", default="1,2", help="settings to compare, in one process")
     ap.add_argument("--threads", type=int, default=2, help="torch thread budget (default 2)")
     ap.add_argument("--variant", default="full")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (batch workers apply to the CPU only)")
     args = ap.parse_args()
     cfg = variant_config("mosi", get_variant(args.variant),
                          {"train.max_epochs": args.epochs, "train.patience": args.epochs + 1})
     dataset = load_dataset("synthetic-mosi", cfg.data)
     sizes = " / ".join(str(len(dataset.splits[s].ids)) for s in ("train", "valid", "test"))
-    print(f"torch {torch.__version__}, thread budget {args.threads}, {args.variant}, synthetic MOSI {sizes}, "
-          f"accumulation {cfg.train.accumulation}")
+    print(f"torch {torch.__version__}, {args.device}, thread budget {args.threads}, {args.variant}, "
+          f"synthetic MOSI {sizes}, accumulation {cfg.train.accumulation}")
     print(f"{'workers':>8} {'epoch (train+val) s':>20} {'test eval s':>12} {'official-style epoch s':>23}")
     for workers in (int(w) for w in args.batch_workers.split(",")):
-        epochs, test = measure(cfg, dataset, workers, args.threads)
+        epochs, test = measure(cfg, dataset, workers, args.threads, args.device)
         steady = min(epochs[1:]) if len(epochs) > 1 else epochs[0]  # the first epoch warms up
         shown = ", ".join(f"{e:.2f}" for e in epochs)
         print(f"{workers:>8} {shown:>20} {test:12.2f} {steady + test:23.2f}", flush=True)
