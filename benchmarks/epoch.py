@@ -20,8 +20,7 @@ import torch
 from dlf.catalogue import get_variant, variant_config
 from dlf.data import load_dataset
 from dlf.evaluate_loop import SplitTensors, evaluate
-from dlf.parallel import BatchPool
-from dlf.train import Runtime, train_run
+from dlf.train import Runtime, _batch_pool, torch_settings, train_run
 
 
 def measure(cfg, dataset, workers: int, threads: int, device: str) -> tuple[list[float], float]:
@@ -31,7 +30,7 @@ def measure(cfg, dataset, workers: int, threads: int, device: str) -> tuple[list
     runtime = Runtime(device=device, threads=threads, progress=False, batch_workers=workers)
     result = train_run(cfg, dataset, runtime, on_epoch=lambda epoch, metrics: stamps.append(_synced(device)))
     epochs = [b - a for a, b in zip([start] + stamps, stamps)]
-    return epochs, _test_seconds(cfg, dataset, result, workers, threads, device)
+    return epochs, _test_seconds(cfg, dataset, result, runtime)
 
 
 def _synced(device: str) -> float:
@@ -40,21 +39,18 @@ def _synced(device: str) -> float:
     return time.perf_counter()
 
 
-def _test_seconds(cfg, dataset, result, workers: int, threads: int, device: str) -> float:
-    """One test evaluation of the trained weights, with the trainer's worker setting."""
+def _test_seconds(cfg, dataset, result, runtime: Runtime) -> float:
+    """One test evaluation of the trained weights, with the trainer's own worker pool."""
     from dlf.model import build_model
 
-    torch.set_num_threads(threads)
+    device = torch.device(runtime.device)
     model = build_model(cfg, dataset.dims, dataset.seq_lens).to(device)
     model.load_state_dict(result.state_dict)
     test = SplitTensors.from_split(dataset.splits["test"], "features", device)
-    each = max(1, threads // workers)
-    with BatchPool(workers, each) as pool:
-        if workers > 1:
-            torch.set_num_threads(each)
-        start = _synced(device)
+    with torch_settings(device, runtime.threads), _batch_pool(model, cfg, device, runtime) as pool:
+        start = _synced(runtime.device)
         evaluate(model, test, cfg.train.eval_batch_size, pool=pool)
-        return _synced(device) - start
+        return _synced(runtime.device) - start
 
 
 def main() -> None:
