@@ -10,14 +10,11 @@ cluster queue claims keys; this lock only covers one host.)
 """
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
-from dlf import tracking
+from dlf import interrupts, tracking
 from dlf.errors import DLFError
 
 FINISHED, CACHED, FAILED = "finished", "cached", "failed"
@@ -91,18 +88,25 @@ def _execute_claimed(spec, uri: str, runtime, on_epoch) -> RunOutcome:
     _warm_imports(spec)
     env = tracking.environment(str(resolve_device(runtime.device)), runtime.threads)
     parent, _ = tracking.ensure_parents(c, exp, [spec])[(spec.variant, spec.dataset)]
-    run_id = tracking.create_seed_run(c, exp, parent, spec, env)
+    run_id, finished = None, False
     try:  # from here on an interrupt or error closes the run (only SIGKILL leaves it RUNNING)
+        with interrupts.held():  # an interrupt right after the row's commit still finds run_id
+            run_id = tracking.create_seed_run(c, exp, parent, spec, env)
         tracking.log_run_inputs(c, run_id, spec, env)
         logger = tracking.EpochLogger(c, run_id, forward=on_epoch)
         result, dataset = _train(spec, runtime, logger)
-        logger.flush()
-        tracking.finish_seed_run(c, run_id, spec, result, dataset)
+        with interrupts.held():  # the trained run is completed; an interrupt now stops what follows
+            logger.flush()
+            tracking.finish_seed_run(c, run_id, spec, result, dataset)
+            finished = True
     except KeyboardInterrupt:
-        with _no_interrupts():
-            _close_quietly(c, run_id, "KILLED", "interrupted (SIGINT/SIGTERM) during the run")
+        if run_id is not None and not finished:
+            with interrupts.ignored():
+                _close_quietly(c, run_id, "KILLED", "interrupted (SIGINT/SIGTERM) during the run")
         raise
     except Exception as err:  # noqa: BLE001 - a failing run is an outcome, not a crash
+        if run_id is None:  # the store refused the run: execute_run reports it
+            raise
         _close_quietly(c, run_id, "FAILED", tracking.one_line(err))
         return RunOutcome(FAILED, spec.key, run_id=run_id, error=tracking.one_line(err))
     return RunOutcome(FINISHED, spec.key, run_id=run_id, train_seconds=result.train_seconds)
@@ -127,7 +131,7 @@ def _warm_imports(spec) -> None:
     measured to be swallowed while leaving sympy half-imported, so every later run of the process
     failed; imported here, before the run exists, the interrupt arrives afterwards, cleanly.
     """
-    with _deferred_interrupts():
+    with interrupts.held():
         try:
             import torch._inductor.config  # noqa: F401 - private, hence the guard
         except ImportError:
@@ -136,23 +140,6 @@ def _warm_imports(spec) -> None:
         import dlf.model  # noqa: F401
         if spec.config.model.text_encoder != "features":
             import transformers  # noqa: F401
-
-
-@contextlib.contextmanager
-def _deferred_interrupts() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM during the block and deliver them (to the usual handlers) after it."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    old = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
-        for s in dict.fromkeys(caught):
-            signal.raise_signal(s)
 
 
 def _fail_abandoned(c, runs, reason: str) -> None:
@@ -185,17 +172,3 @@ def _close_quietly(c, run_id: str, status: str, reason: str) -> None:
         tracking.end_run(c, run_id, status, reason)
     except Exception:  # noqa: BLE001
         pass
-
-
-@contextlib.contextmanager
-def _no_interrupts() -> Iterator[None]:
-    """Ignore a second Ctrl-C / SIGTERM while the interrupted run is being closed."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from dlf.config import flatten
 from dlf.errors import DLFError
+from dlf.interrupts import HeldCalls
 from dlf.resources import home_dir
 
 SEED, PARENT = "seed", "parent"
@@ -61,7 +62,7 @@ def client(uri: str):
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
         with _store_lock(uri):  # two processes must not run a new SQLite store's migrations at once
-            c = MlflowClient(tracking_uri=uri)
+            c = HeldCalls(MlflowClient(tracking_uri=uri))  # no store call is cut in half (dlf.interrupts)
             c.search_experiments(max_results=1)  # fail here, with one line, if the store is unusable
     except DLFError:
         raise

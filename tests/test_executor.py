@@ -92,6 +92,21 @@ def test_a_key_locked_by_another_process_is_not_trained(specs, uri):
     assert box[0].status == "finished"
 
 
+def test_an_interrupt_just_after_the_run_is_created_closes_it_as_killed(specs, uri, monkeypatch):
+    """Ctrl-C between the row's commit and the caller holding its id must not leave it RUNNING."""
+    real = tracking.create_seed_run
+
+    def create_then_interrupt(*args, **kwargs):
+        run_id = real(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)
+        return run_id
+
+    monkeypatch.setattr(tracking, "create_seed_run", create_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        execute_run(specs[0], uri, runtime())
+    assert [s for _, s, _ in seed_runs(uri.removeprefix("sqlite:///"))] == ["KILLED"]
+
+
 def test_a_failing_run_is_an_outcome_and_the_others_still_run(specs, uri):
     bad = dataclasses.replace(specs[0], data_fingerprint="0" * 64, key="f" * 64)
     result = run_study([bad, specs[1]], uri, workers=1, threads=1)
@@ -145,8 +160,9 @@ def test_interrupted_and_killed_study_resumes_exactly_once(tmp_path, tiny_mosi):
         proc.send_signal(signal.SIGINT)
         out = proc.communicate(timeout=120)[0]
         assert proc.returncode == 130 and "interrupted" in out, out
-        now_killed = {rid for rid, status, _ in seed_runs(db) if status == "KILLED"}
-        assert now_killed - killed and not [r for r in seed_runs(db) if r[1] == "RUNNING"]
+        states = seed_runs(db)
+        now_killed = {rid for rid, status, _ in states if status == "KILLED"}
+        assert now_killed - killed and "RUNNING" not in {s for _, s, _ in states}, (workers, states)
         killed = now_killed
 
     proc = start_cli(["run", str(study), "--threads", "1"], env)

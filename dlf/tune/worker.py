@@ -19,6 +19,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
+from dlf import interrupts
 from dlf.config import RunConfig, apply_overrides
 from dlf.errors import DLFError
 from dlf.startup import defer_gc, freeze_for_exit
@@ -174,8 +175,9 @@ def run_trial(ctx: WorkerContext, trial: optuna.Trial) -> TrialState:
     """Train one trial; tell Optuna COMPLETE (validation objective), PRUNED or FAIL."""
     setup = ctx.setup
     overrides = ctx.space.suggest(trial)
-    run_id = ctx.tracker.start(trial.number, overrides)
-    trial.set_user_attr("dlf.mlflow_run_id", run_id)
+    with interrupts.held():  # the MLflow run and the trial's pointer to it (for end_stale) appear together
+        run_id = ctx.tracker.start(trial.number, overrides)
+        trial.set_user_attr("dlf.mlflow_run_id", run_id)
     try:
         cfg = apply_overrides(setup.base, overrides, source=f"trial {trial.number}")
         with Heartbeat(ctx.storage, trial):

@@ -1,0 +1,73 @@
+"""Where Ctrl-C / SIGTERM may land: between tracking-store calls, never inside one.
+
+An interrupt raised inside a SQLite statement leaves that statement unfinished (the traceback
+keeps its cursor alive), so the database stays locked for this very process: closing the
+interrupted run as KILLED then fails with 'database is locked' and the run is left RUNNING. The
+tracking client is therefore wrapped in :class:`HeldCalls` (each call completes, then the
+interrupt is delivered), and a few multi-step transitions (creating a run and holding its id;
+finishing it) are held as a whole. Holding only works in the main thread, where Python delivers
+signals; elsewhere the blocks run unchanged.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import signal
+import threading
+from typing import Any, Iterator
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM during the block and deliver them (to the usual handlers) after it."""
+    if not _in_main_thread():
+        yield
+        return
+    caught: list[int] = []
+    old = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        for s in dict.fromkeys(caught):
+            signal.raise_signal(s)
+
+
+@contextlib.contextmanager
+def ignored() -> Iterator[None]:
+    """Ignore a further Ctrl-C / SIGTERM during the block (while an interrupted run is closed)."""
+    if not _in_main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+class HeldCalls:
+    """Proxy whose method calls each run under :func:`held` (attributes pass through)."""
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with held():
+                return attr(*args, **kwargs)
+
+        return call
