@@ -8,6 +8,7 @@ any leak of a test metric into the objective, the sampler or the storage is visi
 from __future__ import annotations
 
 import math
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -280,6 +281,36 @@ def test_interrupted_trial_is_failed_requeued_and_run_on_resume(trainer, study_f
     trials = load(o).trials
     assert trials[3].params == trials[2].params and trials[3].state == TrialState.COMPLETE
     assert len(finished(load(o))) == 4
+
+
+@pytest.mark.parametrize("stage", ["search", "reeval"])
+def test_ctrl_c_right_after_a_trial_run_is_created_leaves_no_run_running(trainer, study_file, tracking, tmp_path,
+                                                                         monkeypatch, stage):
+    """The interrupt lands once the run exists and is known, so the run is closed, not left RUNNING."""
+    from mlflow.tracking import MlflowClient
+
+    from dlf.tune.track import TrialTracker
+
+    o = opts(study_file, tracking, tmp_path, trials=3, study_name=f"ctrlc-{stage}", top_k=1)
+    real = TrialTracker.start
+
+    def start_then_interrupt(self, number, overrides, seed=None):
+        run_id = real(self, number, overrides, seed)
+        if (number == 1 and seed is None) if stage == "search" else seed is not None:
+            signal.raise_signal(signal.SIGINT)
+        return run_id
+
+    monkeypatch.setattr(TrialTracker, "start", start_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        tune(o)
+    c = MlflowClient(tracking_uri=tracking)
+    runs = c.search_runs([c.get_experiment_by_name("tunetest [tune]").experiment_id],
+                         f"tags.`dlf.tune_study` = '{o.study_name}'")
+    trial_runs = [r for r in runs if r.data.tags["dlf.level"] != "tune"]
+    assert trial_runs and "RUNNING" not in {r.info.status for r in trial_runs}
+    assert [r.data.tags["dlf.trial_state"] for r in trial_runs if r.info.status == "FAILED"] == ["FAIL"]
+    if stage == "search":  # the interrupted trial is queued again with its parameters
+        assert [t.state for t in load(o).trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
 
 
 def test_repeated_failures_stop_the_search_with_the_cause(study_file, tracking, tmp_path, monkeypatch):

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import optuna
 import yaml
 
+from dlf import interrupts
 from dlf.config import apply_overrides
 from dlf.errors import DLFError
 from dlf.tune.worker import TuneSetup, selected_validation
@@ -91,15 +92,26 @@ def _rerun(t: optuna.trial.FrozenTrial, seed: int, base: Any, dataset: Any, trac
     from dlf.train import train_run
 
     cfg = apply_overrides(base, t.params, source=f"trial {t.number} (seed {seed})")
-    run_id = tracker.start(t.number, t.params, seed=seed)
-    try:
+    run_id, done = None, False
+    try:  # as dlf.executor: Ctrl-C closes the MLflow run; it lands after its creation and completion
+        with interrupts.held():
+            run_id = tracker.start(t.number, t.params, seed=seed)
         result = train_run(cfg, dataset, runtime, on_epoch=lambda e, m: tracker.log_epoch(run_id, e, m))
+        val = selected_validation(result)
+        with interrupts.held():
+            tracker.log_final(run_id, val, result.best_epoch, result.epochs, result.train_seconds)
+            tracker.end(run_id, "COMPLETE")
+            done = True
+    except KeyboardInterrupt:
+        if run_id is not None and not done:
+            with interrupts.ignored():
+                tracker.end(run_id, "FAIL", "interrupted (SIGINT/SIGTERM); rerun the command to finish")
+        raise
     except Exception as err:
+        if run_id is None or done:
+            raise
         tracker.end(run_id, "FAIL", f"{type(err).__name__}: {err}")
         raise DLFError(f"re-evaluation of trial {t.number} with seed {seed} failed: {err}") from None
-    val = selected_validation(result)
-    tracker.log_final(run_id, val, result.best_epoch, result.epochs, result.train_seconds)
-    tracker.end(run_id, "COMPLETE")
     return val
 
 

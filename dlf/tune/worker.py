@@ -175,10 +175,11 @@ def run_trial(ctx: WorkerContext, trial: optuna.Trial) -> TrialState:
     """Train one trial; tell Optuna COMPLETE (validation objective), PRUNED or FAIL."""
     setup = ctx.setup
     overrides = ctx.space.suggest(trial)
-    with interrupts.held():  # the MLflow run and the trial's pointer to it (for end_stale) appear together
-        run_id = ctx.tracker.start(trial.number, overrides)
-        trial.set_user_attr("dlf.mlflow_run_id", run_id)
+    run_id = None
     try:
+        with interrupts.held():  # the MLflow run and the trial's pointer to it (for end_stale) appear together
+            run_id = ctx.tracker.start(trial.number, overrides)
+            trial.set_user_attr("dlf.mlflow_run_id", run_id)
         cfg = apply_overrides(setup.base, overrides, source=f"trial {trial.number}")
         with Heartbeat(ctx.storage, trial):
             result = _train(ctx, cfg, trial, run_id)
@@ -189,6 +190,8 @@ def run_trial(ctx: WorkerContext, trial: optuna.Trial) -> TrialState:
     except optuna.TrialPruned:
         return _finish(ctx, trial, run_id, TrialState.PRUNED)
     except (Exception, KeyboardInterrupt) as err:
+        if run_id is None:  # the store refused the run: nothing of this trial to close
+            raise
         error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         trial.set_user_attr("dlf.error", error)
         _finish(ctx, trial, run_id, TrialState.FAIL, error=error)
@@ -196,11 +199,12 @@ def run_trial(ctx: WorkerContext, trial: optuna.Trial) -> TrialState:
             retry_trial(ctx.study, ctx.storage, trial)  # interrupted, not wrong: run it again next time
             raise
         return TrialState.FAIL
-    trial.set_user_attr("dlf.best_epoch", result.best_epoch)
-    trial.set_user_attr("dlf.epochs", result.epochs)
-    trial.set_user_attr("dlf.val", val)
-    ctx.tracker.log_final(run_id, val, result.best_epoch, result.epochs, result.train_seconds)
-    return _finish(ctx, trial, run_id, TrialState.COMPLETE, values)
+    with interrupts.held():  # a trained trial is told as a whole; an interrupt then stops what follows
+        trial.set_user_attr("dlf.best_epoch", result.best_epoch)
+        trial.set_user_attr("dlf.epochs", result.epochs)
+        trial.set_user_attr("dlf.val", val)
+        ctx.tracker.log_final(run_id, val, result.best_epoch, result.epochs, result.train_seconds)
+        return _finish(ctx, trial, run_id, TrialState.COMPLETE, values)
 
 
 def _train(ctx: WorkerContext, cfg: RunConfig, trial: optuna.Trial, run_id: str) -> Any:
