@@ -73,11 +73,15 @@ def _random_lanes(shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
     return bits.view(torch.int16)[:n].view(shape)
 
 
+def _keep_threshold(p: float) -> int:
+    """The int16 lane value a lane must reach to keep its element: P(lane >= threshold) = 1 - p."""
+    return round(p * 65536) - 32768
+
+
 def _mask_from_lanes(lanes: torch.Tensor, p: float, dtype: torch.dtype) -> torch.Tensor:
     if p >= 1:
         return torch.zeros(lanes.shape, dtype=dtype)
-    threshold = round(p * 65536) - 32768  # P(lane >= threshold) = 1 - p
-    return torch.ge(lanes, threshold, out=torch.empty(lanes.shape, dtype=dtype)).mul_(1.0 / (1.0 - p))
+    return torch.ge(lanes, _keep_threshold(p), out=torch.empty(lanes.shape, dtype=dtype)).mul_(1.0 / (1.0 - p))
 
 
 def temporal_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -173,7 +177,7 @@ class _CpuAttention(torch.autograd.Function):
             u = pr
             if p > 0:
                 u = used[b] if keep else s  # the scores are spent: their block holds the mask
-                torch.ge(_random_lanes(s.shape), round(p * 65536) - 32768, out=u)
+                torch.ge(_random_lanes(s.shape), _keep_threshold(p), out=u)
                 u.mul_(pr) if p < 1 else u.zero_()  # prob * 0/1 mask, unscaled
             torch.bmm(vt[b], u.transpose(1, 2), out=out[b])  # (m, c, Tq)
         if keep:
