@@ -2,13 +2,13 @@
 
 Trains the full model (features mode, official protocol: micro-batches of 16, accumulation 10) on
 synthetic MOSI at the real split sizes (1284 / 229 / 686) with ``dlf.train.train_run`` for a few
-epochs, once per batch-worker setting in the same process (the ratio is the steady figure on a
-shared machine), and prints per epoch the training + validation seconds, the seconds of one test
+epochs, once per batch-worker setting in the same process (threads or forked processes; the ratio
+is the steady figure on a shared machine), and prints per epoch the training + validation seconds, the seconds of one test
 evaluation, and their sum: an epoch as the official trainer runs it (it also tests every epoch).
 
 Reference, the official code on a 2-core CPU: about 25 s per MOSI epoch. Target: under 10 s.
 
-    python benchmarks/epoch.py [--epochs 3] [--batch-workers 1,2] [--threads 2] [--variant full] [--device cpu]
+    python benchmarks/epoch.py [--epochs 3] [--batch-workers 2t,2p] [--threads 2] [--variant full] [--device cpu]
 """
 from __future__ import annotations
 
@@ -21,13 +21,14 @@ from dlf.catalogue import get_variant, variant_config
 from dlf.data import load_dataset
 from dlf.evaluate_loop import SplitTensors, evaluate
 from dlf.train import Runtime, _batch_pool, torch_settings, train_run
+from train_step import parse_workers  # this folder
 
 
-def measure(cfg, dataset, workers: int, threads: int, device: str) -> tuple[list[float], float]:
+def measure(cfg, dataset, workers: int, processes: bool | None, threads: int, device: str) -> tuple[list[float], float]:
     """(seconds of each epoch's training + validation, seconds of one test evaluation)."""
     stamps: list[float] = []
     start = time.perf_counter()
-    runtime = Runtime(device=device, threads=threads, progress=False, batch_workers=workers)
+    runtime = Runtime(device=device, threads=threads, progress=False, batch_workers=workers, batch_processes=processes)
     result = train_run(cfg, dataset, runtime, on_epoch=lambda epoch, metrics: stamps.append(_synced(device)))
     epochs = [b - a for a, b in zip([start] + stamps, stamps)]
     return epochs, _test_seconds(cfg, dataset, result, runtime)
@@ -47,7 +48,7 @@ def _test_seconds(cfg, dataset, result, runtime: Runtime) -> float:
     model = build_model(cfg, dataset.dims, dataset.seq_lens).to(device)
     model.load_state_dict(result.state_dict)
     test = SplitTensors.from_split(dataset.splits["test"], "features", device)
-    with torch_settings(device, runtime.threads), _batch_pool(model, cfg, device, runtime) as pool:
+    with torch_settings(device, runtime.threads), _batch_pool(model, cfg, device, runtime, (test,)) as pool:
         start = _synced(runtime.device)
         evaluate(model, test, cfg.train.eval_batch_size, pool=pool)
         return _synced(runtime.device) - start
@@ -56,7 +57,8 @@ def _test_seconds(cfg, dataset, result, runtime: Runtime) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--batch-workers", default="1,2", help="settings to compare, in one process")
+    ap.add_argument("--batch-workers", default="2t,2p",
+                    help="settings to compare in one process: N workers, as threads (Nt), processes (Np) or the default (N)")
     ap.add_argument("--threads", type=int, default=2, help="torch thread budget (default 2)")
     ap.add_argument("--variant", default="full")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (batch workers apply to the CPU only)")
@@ -68,11 +70,11 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.device}, thread budget {args.threads}, {args.variant}, "
           f"synthetic MOSI {sizes}, accumulation {cfg.train.accumulation}")
     print(f"{'workers':>8} {'epoch (train+val) s':>20} {'test eval s':>12} {'official-style epoch s':>23}")
-    for workers in (int(w) for w in args.batch_workers.split(",")):
-        epochs, test = measure(cfg, dataset, workers, args.threads, args.device)
+    for spec in args.batch_workers.split(","):
+        epochs, test = measure(cfg, dataset, *parse_workers(spec), args.threads, args.device)
         steady = min(epochs[1:]) if len(epochs) > 1 else epochs[0]  # the first epoch warms up
         shown = ", ".join(f"{e:.2f}" for e in epochs)
-        print(f"{workers:>8} {shown:>20} {test:12.2f} {steady + test:23.2f}", flush=True)
+        print(f"{spec:>8} {shown:>20} {test:12.2f} {steady + test:23.2f}", flush=True)
     print("official code (2-core CPU): ~25 s per MOSI epoch; target < 10 s")
 
 

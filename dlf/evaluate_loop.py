@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from dlf.errors import DLFError
+from dlf.forkpool import ForkPool
 from dlf.parallel import BatchPool
 
 __all__ = ["SplitTensors", "predict", "evaluate"]
@@ -57,25 +58,31 @@ class SplitTensors:
 
 
 def predict(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64,
-            pool: BatchPool | None = None) -> torch.Tensor:
+            pool: BatchPool | ForkPool | None = None) -> torch.Tensor:
     """Final-head predictions (N,) for the whole split, in order, in eval mode without autograd.
 
-    ``pool`` computes the batches concurrently (dlf.parallel); each batch's result is the same.
+    ``pool`` computes the batches concurrently (dlf.parallel, dlf.forkpool); each batch's result is the same.
     """
-    def batch(start: int) -> torch.Tensor:
-        sl = slice(start, start + batch_size)
-        return model(data.text[sl], data.audio[sl], data.vision[sl], with_losses=False).pred.reshape(-1).float()
-
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        outs = list((pool or BatchPool()).map(batch, range(0, data.n, batch_size)))
+        items = [(start, batch_size) for start in range(0, data.n, batch_size)]
+        outs = list((pool or BatchPool()).map(_predict_batch, items, model, data))
     model.train(was_training)
-    return torch.cat(outs) if outs else torch.zeros(0, device=data.device)
+    return torch.cat(outs).to(data.device) if outs else torch.zeros(0, device=data.device)
+
+
+def _predict_batch(model: torch.nn.Module, data: SplitTensors, item: tuple[int, int]) -> torch.Tensor:
+    """A pool task: predictions for ``batch`` samples from ``start`` (eval mode, no autograd)."""
+    start, batch = item
+    model.eval()  # a forked helper's model keeps the mode it had at the fork
+    sl = slice(start, start + batch)
+    with torch.inference_mode():
+        return model(data.text[sl], data.audio[sl], data.vision[sl], with_losses=False).pred.reshape(-1).float()
 
 
 def evaluate(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64, epoch: int | None = None,
-             pool: BatchPool | None = None) -> tuple[np.ndarray, dict[str, float]]:
+             pool: BatchPool | ForkPool | None = None) -> tuple[np.ndarray, dict[str, float]]:
     """(predictions as a numpy array, ``msa_metrics``) on one split; non-finite predictions are an error."""
     from dlf.metrics import msa_metrics
 

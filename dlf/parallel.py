@@ -12,13 +12,18 @@ Results do not depend on the number of workers: each micro-batch draws its dropo
 own generator (``dlf.layers.dropout_rng``), seeded from the run seed, epoch and micro-batch index.
 Workers are used on the CPU only, and never around a module that draws from torch's global
 generator (a fine-tuned BERT's dropout), where concurrent draws would be racy.
+
+Threads are the fallback: where ``os.fork`` exists the trainer uses ``dlf.forkpool.ForkPool``, the same
+``map`` on forked helper processes, which do not share a GIL. ``plan_workers`` sizes either.
 """
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import torch
+
+from dlf.forkpool import MAX_PROCESS_WORKERS
 
 __all__ = ["BatchPool", "plan_workers", "batch_generator", "MAX_BATCH_WORKERS"]
 
@@ -31,12 +36,19 @@ MAX_BATCH_WORKERS = 2
 
 
 def plan_workers(device: torch.device, threads: int, requested: int | None = None,
-                 global_rng: bool = False) -> tuple[int, int]:
-    """(workers, intra-op threads per worker) for a thread budget; (1, threads) where workers cannot help."""
+                 global_rng: bool = False, processes: bool = False) -> tuple[int, int]:
+    """(workers, intra-op threads per worker) for a thread budget; (1, threads) where workers cannot help.
+
+    Threads share the GIL: at most ``MAX_BATCH_WORKERS``, the budget split between them. Processes
+    (``dlf.forkpool``): up to ``MAX_PROCESS_WORKERS``, one thread each (a forked helper must not use
+    OpenMP teams).
+    """
     if device.type != "cpu" or global_rng or threads < 2:
         return 1, threads
-    workers = max(1, min(requested or MAX_BATCH_WORKERS, threads))
-    return workers, max(1, threads // workers)
+    workers = max(1, min(requested or (MAX_PROCESS_WORKERS if processes else MAX_BATCH_WORKERS), threads))
+    if workers == 1:
+        return 1, threads
+    return workers, 1 if processes else max(1, threads // workers)
 
 
 def batch_generator(seed: int, epoch: int, index: int) -> torch.Generator:
@@ -60,15 +72,16 @@ class BatchPool:
         if self.threads:
             torch.set_num_threads(self.threads)  # per thread: OpenMP and MKL settings are thread-local
 
-    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+    def map(self, fn: Callable[..., R], items: Iterable[T], *objs: Any) -> Iterator[R]:
+        """``fn(*objs, item)`` for each item, results in order (the interface of ``dlf.forkpool.ForkPool``)."""
         items = list(items)
         if self._pool is None or len(items) == 1:
-            return map(fn, items)
+            return (fn(*objs, item) for item in items)
         grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
 
         def call(item: T) -> R:
             with torch.inference_mode(inference), torch.set_grad_enabled(grad):
-                return fn(item)
+                return fn(*objs, item)
 
         return self._pool.map(call, items)
 

@@ -16,9 +16,10 @@ Deliberate differences from the official code, both about measurement, not about
 - The test split is never evaluated per epoch (the official trainer logs it every epoch).
 
 Speed without changing the arithmetic: on the CPU the micro-batches of one accumulation window are
-computed concurrently by ``dlf.parallel.BatchPool`` (they share the weights), then accumulated and
-clipped in order; evaluation batches likewise. Each micro-batch draws its dropout masks from its own
-generator (seed, epoch, index), so a run's numbers do not depend on the number of workers.
+computed concurrently (they share the weights) by forked helper processes (``dlf.forkpool``, Linux)
+or threads (``dlf.parallel``), then accumulated and clipped in order; evaluation batches likewise.
+Each micro-batch draws its dropout masks from its own generator (seed, epoch, index), so a run's
+numbers do not depend on the number or the kind of workers.
 
 Kept as official: the < ``accumulation`` micro-batches left at the end of an epoch never reach an
 optimizer step (the official end-of-epoch step can never fire; the next epoch zeroes their
@@ -33,7 +34,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +43,7 @@ from dlf.config import RunConfig
 from dlf.errors import DLFError
 from dlf.evaluate_loop import SplitTensors, evaluate, predict
 from dlf.layers import dropout_rng
+from dlf.forkpool import ForkPool, fork_available, share_parameters
 from dlf.parallel import BatchPool, batch_generator, plan_workers
 from dlf.startup import settle_gc
 
@@ -63,6 +65,9 @@ class Runtime:
     threads: int | None = None  # torch intra-op threads for this run; None keeps the current setting
     progress: bool = True  # whether a front-end should render progress (the core only calls callbacks)
     batch_workers: int | None = None  # CPU micro-batches computed at once (dlf.parallel); None = automatic
+    # Those workers as forked processes (dlf.forkpool) or as threads (dlf.parallel); None = processes
+    # where fork exists (Linux). Results are the same either way.
+    batch_processes: bool | None = None
 
 
 @dataclass
@@ -137,7 +142,7 @@ def train_run(cfg: RunConfig, dataset: Any, runtime: Runtime = Runtime(), on_epo
         splits = {name: SplitTensors.from_split(dataset.splits[name], cfg.model.text_encoder, device)
                   for name in ("train", "valid", "test")}
         _check_steps(cfg, splits["train"].n, getattr(dataset, "display_name", "the dataset"))
-        with _batch_pool(model, cfg, device, runtime) as pool:
+        with _batch_pool(model, cfg, device, runtime, tuple(splits.values())) as pool:
             start = time.perf_counter()
             history, best_epoch, best_state, stopped = _fit(model, cfg, splits, pool, on_epoch, progress)
             train_seconds = time.perf_counter() - start
@@ -155,12 +160,26 @@ def train_run(cfg: RunConfig, dataset: Any, runtime: Runtime = Runtime(), on_epo
         run_seconds=time.perf_counter() - run_start)
 
 
-def _batch_pool(model: torch.nn.Module, cfg: RunConfig, device: torch.device, runtime: Runtime) -> BatchPool:
-    """Workers for concurrent batches (dlf.parallel); the calling thread keeps the whole thread budget
-    only when training cannot overlap micro-batches (no accumulation), and a worker's share otherwise."""
+def _batch_pool(model: torch.nn.Module, cfg: RunConfig, device: torch.device, runtime: Runtime,
+                data: Sequence[SplitTensors] = ()) -> BatchPool | ForkPool:
+    """Workers for concurrent batches (dlf.parallel, dlf.forkpool) over ``model`` and the splits ``data``.
+
+    Thread workers: the calling thread keeps the whole thread budget only when training cannot overlap
+    micro-batches (no accumulation), and a worker's share otherwise. Process workers (used only with
+    accumulation): every process, the caller included, runs one thread; the trainable parameters move
+    to shared memory first.
+    """
     text = getattr(model, "text_encoder", None)
     global_rng = text is not None and not getattr(text, "frozen", True)  # BERT's own dropout
-    workers, each = plan_workers(device, torch.get_num_threads(), runtime.batch_workers, global_rng)
+    processes = runtime.batch_processes
+    if processes and not fork_available():
+        raise DLFError("Runtime(batch_processes=True) needs os.fork (Linux); use batch_processes=False")
+    processes = (fork_available() if processes is None else processes) and cfg.train.accumulation > 1
+    workers, each = plan_workers(device, torch.get_num_threads(), runtime.batch_workers, global_rng, processes)
+    if workers > 1 and processes:
+        torch.set_num_threads(1)  # restored by torch_settings
+        n_params = share_parameters(model)
+        return ForkPool(workers, (model, cfg, *data), slot_numel=n_params + 256)  # + the loss terms
     if workers > 1 and cfg.train.accumulation > 1:
         torch.set_num_threads(each)  # restored by torch_settings
     return BatchPool(workers, each)
@@ -175,7 +194,7 @@ def _check_steps(cfg: RunConfig, n_train: int, name: str) -> None:
             f"set train.accumulation to at most {micro} (e.g. --set train.accumulation=1)")
 
 
-def _fit(model: torch.nn.Module, cfg: RunConfig, splits: Mapping[str, SplitTensors], pool: BatchPool,
+def _fit(model: torch.nn.Module, cfg: RunConfig, splits: Mapping[str, SplitTensors], pool: BatchPool | ForkPool,
          on_epoch: EpochSink | None, progress: ProgressFn | None):
     """The epoch loop: train, validate, schedule, select, stop. Returns history and the best weights."""
     t = cfg.train
@@ -208,36 +227,24 @@ def _fit(model: torch.nn.Module, cfg: RunConfig, splits: Mapping[str, SplitTenso
 
 
 def _train_epoch(model, optimizer, params, cfg: RunConfig, data: SplitTensors, shuffle: torch.Generator,
-                 epoch: int, pool: BatchPool, progress: ProgressFn | None) -> dict[str, float]:
+                 epoch: int, pool: BatchPool | ForkPool, progress: ProgressFn | None) -> dict[str, float]:
     """One pass over the training split; returns sample-weighted mean loss terms as train_<term>.
 
     Micro-batches are taken one accumulation window at a time: those of a window share the weights,
     so ``pool`` may compute their gradients concurrently; they are added to ``.grad`` and clipped in
     order, exactly as a sequential ``backward`` + ``clip_grad_value_`` per micro-batch would.
     """
-    from dlf.losses import loss_terms
-
     t = cfg.train
     model.train()
-    order = torch.randperm(data.n, generator=shuffle).to(data.device)
-    batches = order.split(t.batch_size)
-
+    batches = torch.randperm(data.n, generator=shuffle).split(t.batch_size)  # on the CPU: items carry lists
     stepped = len(batches) - len(batches) % t.accumulation  # micro-batches of complete windows
-
-    def gradients(i: int) -> tuple[tuple | None, dict[str, torch.Tensor]]:
-        inputs, labels = data.take(batches[i])
-        rng = batch_generator(cfg.seed, epoch, i) if data.device.type == "cpu" else None
-        with dropout_rng(rng), torch.set_grad_enabled(i < stepped):  # a trailing window's grads are discarded
-            terms = loss_terms(model(*inputs), labels, cfg)
-        grads = torch.autograd.grad(terms["total"], params, allow_unused=True) if i < stepped else None
-        return grads, {k: v.detach() for k, v in terms.items()}
-
     names: list[str] | None = None
     sums: torch.Tensor | None = None  # running sums on the device: no host sync per micro-batch
     for first in range(0, len(batches), t.accumulation):
         optimizer.zero_grad(set_to_none=True)
         window = range(first, min(first + t.accumulation, len(batches)))
-        for i, (grads, terms) in zip(window, pool.map(gradients, window)):
+        items = [(epoch, i, batches[i].tolist(), i < stepped) for i in window]
+        for i, (grads, terms) in zip(window, pool.map(_micro_batch, items, model, cfg, data)):
             if grads is not None:
                 _accumulate(params, grads)
                 torch.nn.utils.clip_grad_value_(params, t.clip_value)
@@ -255,6 +262,23 @@ def _train_epoch(model, optimizer, params, cfg: RunConfig, data: SplitTensors, s
     out = {"train_loss": means.pop("total")}
     out.update({f"train_{k}": v for k, v in means.items()})
     return out
+
+
+def _micro_batch(model: torch.nn.Module, cfg: RunConfig, data: SplitTensors,
+                 item: tuple[int, int, list[int], bool]) -> tuple[tuple | None, dict[str, torch.Tensor]]:
+    """A pool task: loss terms of micro-batch ``i`` of ``epoch`` (sample indices ``idx``) and, when
+    ``with_grad``, its gradients (a trailing window's are never used, so not computed)."""
+    from dlf.losses import loss_terms
+
+    epoch, i, idx, with_grad = item
+    model.train()  # a forked helper's model keeps the mode it had at the fork
+    inputs, labels = data.take(torch.tensor(idx, device=data.device))
+    rng = batch_generator(cfg.seed, epoch, i) if data.device.type == "cpu" else None
+    with dropout_rng(rng), torch.set_grad_enabled(with_grad):
+        terms = loss_terms(model(*inputs), labels, cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(terms["total"], params, allow_unused=True) if with_grad else None
+    return grads, {k: v.detach() for k, v in terms.items()}
 
 
 def _accumulate(params: list[torch.Tensor], grads: tuple) -> None:

@@ -1,6 +1,7 @@
 """Concurrent micro-batches (dlf.parallel): same results for any number of workers, official arithmetic."""
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -9,6 +10,8 @@ import torch
 from dlf.catalogue import get_variant, variant_config
 from dlf.config import apply_overrides
 from dlf.layers import dropout, dropout_rng, keep_mask
+from dlf.errors import DLFError
+from dlf.forkpool import MAX_PROCESS_WORKERS, ForkPool, fork_available
 from dlf.parallel import BatchPool, batch_generator, plan_workers
 from dlf.train import Runtime, _accumulate, train_run
 
@@ -22,6 +25,11 @@ def test_plan_workers_uses_workers_only_where_they_can_help():
     assert plan_workers(CPU, 2, requested=1) == (1, 2)
     assert plan_workers(CPU, 2, global_rng=True) == (1, 2)  # a fine-tuned BERT's dropout is racy
     assert plan_workers(torch.device("cuda"), 4) == (1, 4)
+    # forked processes (dlf.forkpool) do not share a GIL: up to MAX_PROCESS_WORKERS, one thread each
+    assert plan_workers(CPU, 2, processes=True) == (2, 1)
+    assert plan_workers(CPU, 8, processes=True) == (MAX_PROCESS_WORKERS, 1)
+    assert plan_workers(CPU, 3, requested=1, processes=True) == (1, 3)
+    assert plan_workers(CPU, 2, global_rng=True, processes=True) == (1, 2)
 
 
 def test_dropout_rng_makes_masks_reproducible_per_thread_and_restores():
@@ -91,14 +99,36 @@ def tiny(tiny_mosi):
     return load_dataset(str(tiny_mosi))
 
 
-def test_two_workers_train_exactly_like_one(tiny):
-    """Two workers with one thread each give bit-identical runs to one worker with one thread."""
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
+def test_two_workers_train_exactly_like_one(tiny, processes, monkeypatch):
+    """Two workers with one thread each (threads or forked processes) give bit-identical runs to one worker."""
+    if processes and not fork_available():
+        pytest.skip("helper processes need os.fork (Linux)")
+    helpers: list[int] = []
+
+    class Recorded(ForkPool):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            helpers.extend(self.pids)
+
+    monkeypatch.setattr("dlf.train.ForkPool", Recorded)
     overrides = {"model.n_levels": 1, "model.mem_levels": 1, "model.d_model": 10, "model.n_heads": 2,
                  "loss.ortho_chunk": 10, "train.accumulation": 2, "train.max_epochs": 2, "train.patience": 5}
     cfg = apply_overrides(variant_config("mosi", get_variant("full"), overrides), {}, source="test")
     before = torch.get_num_threads()
     one = train_run(cfg, tiny, Runtime(device="cpu", threads=1, batch_workers=1))
-    two = train_run(cfg, tiny, Runtime(device="cpu", threads=2, batch_workers=2))
+    two = train_run(cfg, tiny, Runtime(device="cpu", threads=2, batch_workers=2, batch_processes=processes))
     assert one.history == two.history and one.test == two.test
     assert all(torch.equal(one.state_dict[k], two.state_dict[k]) for k in one.state_dict)
     assert torch.get_num_threads() == before  # the main thread's budget is restored after the run
+    assert len(helpers) == (1 if processes else 0)
+    for pid in helpers:  # the helper was stopped and reaped with the run
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def test_helper_processes_are_refused_where_fork_is_missing(tiny, monkeypatch):
+    monkeypatch.setattr("dlf.train.fork_available", lambda: False)
+    cfg = variant_config("mosi", get_variant("full"), {"train.accumulation": 2, "train.max_epochs": 1})
+    with pytest.raises(DLFError, match=r"batch_processes=True\) needs os.fork"):
+        train_run(cfg, tiny, Runtime(device="cpu", threads=2, batch_processes=True))

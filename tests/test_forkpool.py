@@ -1,0 +1,144 @@
+"""Batches on forked helper processes (dlf.forkpool): order, results, shared weights, failures, clean exits."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from dlf.errors import DLFError
+from dlf.forkpool import ForkPool, fork_available, share_parameters
+
+pytestmark = pytest.mark.skipif(not fork_available(), reason="helper processes need os.fork (Linux)")
+
+
+def _describe(box: list, item: int):
+    """A task: where it ran, a float32 tensor (slot), an int64 tensor (pickled), nested containers."""
+    return os.getpid(), torch.full((3,), float(item + box[0])), {"n": torch.tensor([item]), "none": None}
+
+
+def _weight(model: torch.nn.Module, item: int) -> torch.Tensor:
+    return model.weight.detach().clone()
+
+
+def _fail_on_three(box: list, item: int) -> int:
+    if item == 3:
+        raise ValueError(f"bad item {item}")
+    return item
+
+
+def _interrupt_in_caller(box: list, item: int) -> int:
+    if item == 2:  # item 2 is the caller's own (worker 0 of 2)
+        raise KeyboardInterrupt
+    time.sleep(0.2)
+    return item
+
+
+def _gone(pid: int, timeout: float = 10.0) -> bool:
+    """True once ``pid`` has exited (no process, or a zombie nobody has reaped yet)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_map_keeps_order_splits_items_round_robin_and_returns_results_intact():
+    box = [10]
+    with ForkPool(3, [box], slot_numel=64) as pool:
+        helpers = pool.pids
+        out = list(pool.map(_describe, range(7), box))
+    pids = [o[0] for o in out]
+    assert pids[0::3] == [os.getpid()] * 3  # worker 0 is the caller
+    assert pids[1::3] == [helpers[0]] * 2 and pids[2::3] == [helpers[1]] * 2
+    for i, (_, floats, extra) in enumerate(out):
+        assert floats.dtype == torch.float32 and torch.equal(floats, torch.full((3,), float(i + 10)))
+        assert extra["n"].dtype == torch.int64 and extra["n"].tolist() == [i] and extra["none"] is None
+    assert all(_gone(pid) for pid in helpers)
+
+
+def test_results_larger_than_the_slot_are_pickled_and_unregistered_objects_run_in_the_caller():
+    box, other = [1], [5]
+    with ForkPool(2, [box], slot_numel=2) as pool:  # each float32 result (3 values) exceeds the slot
+        out = list(pool.map(_describe, range(4), box))
+        local = list(pool.map(_describe, range(4), other))  # `other` was not registered: no helper knows it
+    assert [o[0] == os.getpid() for o in out] == [True, False, True, False]
+    assert all(torch.equal(o[1], torch.full((3,), float(i + 1))) for i, o in enumerate(out))
+    assert all(o[0] == os.getpid() for o in local) and local[3][1][0] == 8.0
+
+
+def test_parameter_updates_after_the_fork_reach_the_helpers():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    share_parameters(model)
+    with ForkPool(2, [model], slot_numel=16) as pool:
+        with torch.no_grad():
+            model.weight.mul_(2).add_(1)  # as an optimizer step does: in place
+        seen = list(pool.map(_weight, range(2), model))
+    assert torch.equal(seen[1], model.weight.detach()) and torch.equal(seen[0], seen[1])
+
+
+def test_a_helpers_error_reaches_the_caller_and_the_pool_goes_on_in_process():
+    box = [0]
+    with ForkPool(2, [box], slot_numel=8) as pool:
+        helpers = pool.pids
+        with pytest.raises(ValueError, match="bad item 3"):
+            list(pool.map(_fail_on_three, range(6), box))
+        assert pool.pids == [] and all(_gone(pid) for pid in helpers)  # out of step: stopped and reaped
+        assert list(pool.map(_fail_on_three, [0, 1], box)) == [0, 1]
+
+
+def test_an_interrupt_in_the_caller_stops_the_helpers():
+    box = [0]
+    pool = ForkPool(2, [box], slot_numel=8)
+    helpers = pool.pids
+    with pytest.raises(KeyboardInterrupt):
+        list(pool.map(_interrupt_in_caller, range(6), box))
+    assert pool.pids == [] and all(_gone(pid) for pid in helpers)
+
+
+def test_a_task_defined_after_the_fork_is_reported_not_fatal():
+    box = [0]
+    with ForkPool(2, [box], slot_numel=8) as pool:
+        def late(b, item):
+            return item
+        late.__qualname__ = "_late_task"
+        globals()["_late_task"] = late  # importable in this process, unknown to the forked helper
+        try:
+            with pytest.raises(AttributeError, match="_late_task"):
+                list(pool.map(late, range(2), box))
+        finally:
+            del globals()["_late_task"]
+
+
+def test_a_killed_helper_gives_a_clear_error():
+    box = [0]
+    with ForkPool(2, [box], slot_numel=8) as pool:
+        os.kill(pool.pids[0], signal.SIGKILL)
+        with pytest.raises(DLFError, match=r"batch helper process \d+ was killed by signal 9"):
+            list(pool.map(_describe, range(4), box))
+
+
+def test_helpers_ignore_sigint_and_exit_with_a_killed_parent():
+    box = [0]
+    with ForkPool(2, [box], slot_numel=8) as pool:
+        os.kill(pool.pids[0], signal.SIGINT)  # at once, mid-fork, and again in the helper's loop
+        assert [o[0] != os.getpid() for o in pool.map(_describe, range(2), box)] == [False, True]
+        os.kill(pool.pids[0], signal.SIGINT)  # Ctrl-C reaches the whole process group: the parent decides
+        time.sleep(0.2)
+        assert [o[0] != os.getpid() for o in pool.map(_describe, range(2), box)] == [False, True]
+    script = ("import os, signal, sys\nfrom dlf.forkpool import ForkPool\n"
+              "pool = ForkPool(2, [], slot_numel=8)\nprint(pool.pids[0], flush=True)\n"
+              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert _gone(int(proc.stdout.split()[0]))  # its pipe closed with the parent: the helper left
