@@ -19,6 +19,7 @@ Benchmark one process at a time: two torch processes on the same cores slow each
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import statistics
 import time
@@ -126,6 +127,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--profile", action="store_true", help="also print a torch.profiler table of the full model")
     args = ap.parse_args()
+    gc.freeze()  # as the CLI does after its imports (dlf.startup): collections skip those objects
 
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else

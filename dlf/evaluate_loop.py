@@ -75,7 +75,8 @@ def predict(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64,
 def _predict_batch(model: torch.nn.Module, data: SplitTensors, item: tuple[int, int]) -> torch.Tensor:
     """A pool task: predictions for ``batch`` samples from ``start`` (eval mode, no autograd)."""
     start, batch = item
-    model.eval()  # a forked helper's model keeps the mode it had at the fork
+    if model.training:  # a forked helper's model keeps its last mode
+        model.eval()
     sl = slice(start, start + batch)
     with torch.inference_mode():
         return model(data.text[sl], data.audio[sl], data.vision[sl], with_losses=False).pred.reshape(-1).float()

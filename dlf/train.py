@@ -271,7 +271,8 @@ def _micro_batch(model: torch.nn.Module, cfg: RunConfig, data: SplitTensors,
     from dlf.losses import loss_terms
 
     epoch, i, idx, with_grad = item
-    model.train()  # a forked helper's model keeps the mode it had at the fork
+    if not model.training:  # a forked helper's model keeps its last mode (a full train() walk costs ~1 ms)
+        model.train()
     inputs, labels = data.take(torch.tensor(idx, device=data.device))
     rng = batch_generator(cfg.seed, epoch, i) if data.device.type == "cpu" else None
     with dropout_rng(rng), torch.set_grad_enabled(with_grad):
@@ -282,11 +283,16 @@ def _micro_batch(model: torch.nn.Module, cfg: RunConfig, data: SplitTensors,
 
 
 def _accumulate(params: list[torch.Tensor], grads: tuple) -> None:
-    """``p.grad += g`` as autograd's AccumulateGrad does it (None stays None: Adam then skips ``p``)."""
+    """``p.grad += g`` as autograd's AccumulateGrad does it (None stays None: Adam then skips ``p``).
+    The additions go through one foreach call: the same element-wise sums, without ~400 Python-level ops."""
+    into, added = [], []
     for p, g in zip(params, grads):
         if g is None:
             continue
         if p.grad is None:
             p.grad = g if g.is_contiguous() else g.contiguous()
         else:
-            p.grad.add_(g)
+            into.append(p.grad)
+            added.append(g)
+    if into:
+        torch._foreach_add_(into, added)
