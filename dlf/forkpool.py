@@ -11,8 +11,8 @@ the parent held at that moment (copy on write); the objects in ``registry`` (the
 the splits) are the ones a task may be given. The parent must not change any of them afterwards,
 except the trainable parameters, which :func:`share_parameters` first moves into one anonymous shared
 mapping, so every in-place update (the optimizer's step, ``load_state_dict``) reaches the helpers.
-``map(task, items, *objs)`` runs ``task(*objs, item)`` for item j on worker ``j % workers`` (the
-last worker is the caller) and yields the results in order. ``task`` is a module-level function (it is sent by
+``map(task, items, *objs)`` runs ``task(*objs, item)`` for item j on worker ``j % workers`` (worker 0
+is the caller) and yields the results in order. ``task`` is a module-level function (it is sent by
 name); a helper's float32 tensors come back through a shared slot, not through pickling.
 
 Safety: every worker runs one intra-op thread (OpenMP hangs in a forked child when the parent has
@@ -257,18 +257,19 @@ class ForkPool:
         return next((i for i, o in enumerate(self._registry) if o is obj), None)
 
     def _ordered(self, task: Callable, refs: list[int], objs: tuple, items: list) -> Iterator:
-        # Helper h computes items h, h+n, ...; the caller items n-1, 2n-1, ...: with an odd count the
-        # extra item goes to a helper, as the caller also accumulates and steps.
         n = len(self._helpers) + 1
-        queued = [deque(items[h::n]) for h in range(n - 1)]
+        # The caller computes item 0 while helper h computes items h+1, h+1+n, ...: results are yielded in
+        # order, so a caller whose first item came later would sit idle until a helper's first was done
+        # (measured: giving a helper item 0 made MOSI training epochs ~15% slower).
+        queued = [deque(items[h + 1::n]) for h in range(n - 1)]
         try:
             for h in range(n - 1):
                 self._feed(h, task, refs, queued[h])
             for j, item in enumerate(items):
-                h = j % n
-                if h == n - 1:
+                if j % n == 0:
                     yield task(*objs, item)
                     continue
+                h = j % n - 1
                 result = self._helpers[h].receive()
                 self._feed(h, task, refs, queued[h])
                 yield result

@@ -32,7 +32,7 @@ def _fail_on_three(box: list, item: int) -> int:
 
 
 def _interrupt_in_caller(box: list, item: int) -> int:
-    if item == 3:  # an item of the caller's own (the second of 2 workers)
+    if item == 2:  # item 2 is the caller's own (worker 0 of 2)
         raise KeyboardInterrupt
     time.sleep(0.2)
     return item
@@ -58,8 +58,8 @@ def test_map_keeps_order_splits_items_round_robin_and_returns_results_intact():
         helpers = pool.pids
         out = list(pool.map(_describe, range(7), box))
     pids = [o[0] for o in out]
-    assert pids[0::3] == [helpers[0]] * 3 and pids[1::3] == [helpers[1]] * 2
-    assert pids[2::3] == [os.getpid()] * 2  # the last worker is the caller: an odd item goes to a helper
+    assert pids[0::3] == [os.getpid()] * 3  # worker 0 is the caller
+    assert pids[1::3] == [helpers[0]] * 2 and pids[2::3] == [helpers[1]] * 2
     for i, (_, floats, extra) in enumerate(out):
         assert floats.dtype == torch.float32 and torch.equal(floats, torch.full((3,), float(i + 10)))
         assert extra["n"].dtype == torch.int64 and extra["n"].tolist() == [i] and extra["none"] is None
@@ -71,7 +71,7 @@ def test_results_larger_than_the_slot_are_pickled_and_unregistered_objects_run_i
     with ForkPool(2, [box], slot_numel=2) as pool:  # each float32 result (3 values) exceeds the slot
         out = list(pool.map(_describe, range(4), box))
         local = list(pool.map(_describe, range(4), other))  # `other` was not registered: no helper knows it
-    assert [o[0] == os.getpid() for o in out] == [False, True, False, True]
+    assert [o[0] == os.getpid() for o in out] == [True, False, True, False]
     assert all(torch.equal(o[1], torch.full((3,), float(i + 1))) for i, o in enumerate(out))
     assert all(o[0] == os.getpid() for o in local) and local[3][1][0] == 8.0
 
@@ -84,7 +84,7 @@ def test_parameter_updates_after_the_fork_reach_the_helpers():
         with torch.no_grad():
             model.weight.mul_(2).add_(1)  # as an optimizer step does: in place
         seen = list(pool.map(_weight, range(2), model))
-    assert torch.equal(seen[0], model.weight.detach())  # item 0 ran in the helper
+    assert torch.equal(seen[1], model.weight.detach()) and torch.equal(seen[0], seen[1])
 
 
 def test_a_helpers_error_reaches_the_caller_and_the_pool_goes_on_in_process():
@@ -132,10 +132,10 @@ def test_helpers_ignore_sigint_and_exit_with_a_killed_parent():
     box = [0]
     with ForkPool(2, [box], slot_numel=8) as pool:
         os.kill(pool.pids[0], signal.SIGINT)  # at once, mid-fork, and again in the helper's loop
-        assert [o[0] != os.getpid() for o in pool.map(_describe, range(2), box)] == [True, False]
+        assert [o[0] != os.getpid() for o in pool.map(_describe, range(2), box)] == [False, True]
         os.kill(pool.pids[0], signal.SIGINT)  # Ctrl-C reaches the whole process group: the parent decides
         time.sleep(0.2)
-        assert [o[0] != os.getpid() for o in pool.map(_describe, range(2), box)] == [True, False]
+        assert [o[0] != os.getpid() for o in pool.map(_describe, range(2), box)] == [False, True]
     script = ("import os, signal, sys\nfrom dlf.forkpool import ForkPool\n"
               "pool = ForkPool(2, [], slot_numel=8)\nprint(pool.pids[0], flush=True)\n"
               "os.kill(os.getpid(), signal.SIGKILL)\n")
