@@ -2,9 +2,10 @@
 
 Why processes: the threads of ``dlf.parallel.BatchPool`` share one interpreter, and the dispatch of
 every op holds the GIL; a DLF micro-step issues ~4,000 ops, so two worker threads keep waiting on each
-other. Measured on a 2-core machine, MOSI full model: two 1-thread processes each ran a micro-step in
-233-237 ms at the same time (117 ms of throughput), where two worker threads of one process gave 147;
-in the trainer, alternating epochs in one process, 9.5 s of training per epoch against 10.7 s.
+other, and more than two gain nothing. Processes scale with the cores. Measured on a 2-core machine
+(MOSI, full model, alternating epochs in one process, benchmarks/batch_workers.py): two processes
+trained 5-8% faster than two threads at first; once the CPU attention issued fewer ops, they were
+level (ratio 0.999). So the trainer uses processes only for budgets above 2 (``dlf.train._batch_pool``).
 
 How: ``ForkPool`` forks its ``workers - 1`` helpers once, when it is built. A helper sees everything
 the parent held at that moment (copy on write); the objects in ``registry`` (the model, the config,

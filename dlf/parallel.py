@@ -13,8 +13,8 @@ own generator (``dlf.layers.dropout_rng``), seeded from the run seed, epoch and 
 Workers are used on the CPU only, and never around a module that draws from torch's global
 generator (a fine-tuned BERT's dropout), where concurrent draws would be racy.
 
-Threads are the fallback: where ``os.fork`` exists the trainer uses ``dlf.forkpool.ForkPool``, the same
-``map`` on forked helper processes, which do not share a GIL. ``plan_workers`` sizes either.
+``dlf.forkpool.ForkPool`` offers the same ``map`` on forked helper processes, which do not share a GIL:
+the trainer uses it for thread budgets above 2 (where ``os.fork`` exists). ``plan_workers`` sizes either.
 """
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ from dlf.errors import DLFError
 from dlf.evaluate_loop import SplitTensors, evaluate, predict
 from dlf.layers import dropout_rng
 from dlf.forkpool import ForkPool, fork_available, share_parameters
-from dlf.parallel import BatchPool, batch_generator, plan_workers
+from dlf.parallel import MAX_BATCH_WORKERS, BatchPool, batch_generator, plan_workers
 from dlf.startup import settle_gc
 
 # on_epoch(epoch, metrics) after each epoch's validation; it may raise to stop the run.
@@ -66,7 +66,7 @@ class Runtime:
     progress: bool = True  # whether a front-end should render progress (the core only calls callbacks)
     batch_workers: int | None = None  # CPU micro-batches computed at once (dlf.parallel); None = automatic
     # Those workers as forked processes (dlf.forkpool) or as threads (dlf.parallel); None = processes
-    # where fork exists (Linux). Results are the same either way.
+    # where fork exists (Linux) and the thread budget exceeds 2, threads otherwise. Same results.
     batch_processes: bool | None = None
 
 
@@ -174,7 +174,9 @@ def _batch_pool(model: torch.nn.Module, cfg: RunConfig, device: torch.device, ru
     processes = runtime.batch_processes
     if processes and not fork_available():
         raise DLFError("Runtime(batch_processes=True) needs os.fork (Linux); use batch_processes=False")
-    processes = (fork_available() if processes is None else processes) and cfg.train.accumulation > 1
+    if processes is None:  # threads are as fast on 2 cores (benchmarks/batch_workers.py); beyond 2 workers
+        processes = fork_available() and torch.get_num_threads() > MAX_BATCH_WORKERS  # the GIL caps threads
+    processes = processes and cfg.train.accumulation > 1
     workers, each = plan_workers(device, torch.get_num_threads(), runtime.batch_workers, global_rng, processes)
     if workers > 1 and processes:
         torch.set_num_threads(1)  # restored by torch_settings

@@ -132,3 +132,18 @@ def test_helper_processes_are_refused_where_fork_is_missing(tiny, monkeypatch):
     cfg = variant_config("mosi", get_variant("full"), {"train.accumulation": 2, "train.max_epochs": 1})
     with pytest.raises(DLFError, match=r"batch_processes=True\) needs os.fork"):
         train_run(cfg, tiny, Runtime(device="cpu", threads=2, batch_processes=True))
+
+
+@pytest.mark.parametrize("budget, kind, workers",
+                         [(2, BatchPool, 2), (3, ForkPool, 3), (8, ForkPool, MAX_PROCESS_WORKERS)])
+def test_default_workers_are_threads_on_two_cores_and_processes_beyond(tiny, budget, kind, workers):
+    from dlf.model import build_model
+    from dlf.train import _batch_pool, torch_settings
+
+    if kind is ForkPool and not fork_available():
+        pytest.skip("helper processes need os.fork (Linux)")
+    cfg = variant_config("mosi", get_variant("full"), {"model.d_model": 10, "model.n_heads": 2, "loss.ortho_chunk": 10})
+    model = build_model(cfg, tiny.dims, tiny.seq_lens)
+    with torch_settings(CPU, budget), _batch_pool(model, cfg, CPU, Runtime(device="cpu")) as pool:
+        assert type(pool) is kind and pool.workers == workers
+        assert torch.get_num_threads() == 1  # each worker, the caller included, runs one intra-op thread
