@@ -47,8 +47,9 @@ def main() -> None:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.train.lr)
     shuffle = torch.Generator().manual_seed(cfg.seed)
+    slot = sum(p.numel() for p in params) + 256  # a micro-batch's gradients and loss terms
     pools = {"threads": BatchPool(args.workers, 1),
-             "processes": ForkPool(args.workers, (model, cfg, *splits.values()), sum(p.numel() for p in params) + 256)}
+             "processes": ForkPool(args.workers, (model, cfg, *splits.values()), slot)}
     print(f"torch {torch.__version__}, {args.variant}, {args.workers} workers x 1 thread, synthetic MOSI "
           f"{' / '.join(str(s.n) for s in splits.values())}")
     print(f"{'epoch':>5} {'kind':>10} {'train s':>8} {'valid s':>8} {'test s':>7}")

@@ -2,9 +2,10 @@
 
 Trains the full model (features mode, official protocol: micro-batches of 16, accumulation 10) on
 synthetic MOSI at the real split sizes (1284 / 229 / 686) with ``dlf.train.train_run`` for a few
-epochs, once per batch-worker setting in the same process (threads or forked processes; the ratio
-is the steady figure on a shared machine), and prints per epoch the training + validation seconds, the seconds of one test
-evaluation, and their sum: an epoch as the official trainer runs it (it also tests every epoch).
+epochs, once per batch-worker setting in the same process (threads or forked processes; one after
+the other, so each sees its own phase of a shared machine: benchmarks/batch_workers.py interleaves
+them), and prints per epoch the training + validation seconds, the seconds of one test evaluation,
+and their sum: an epoch as the official trainer runs it (it also tests every epoch).
 
 Reference, the official code on a 2-core CPU: about 25 s per MOSI epoch. Target: under 10 s.
 

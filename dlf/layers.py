@@ -17,7 +17,8 @@ Randomness: on the CPU every dropout mask is drawn from the generator set by :fu
 calling thread (the global generator when none is set), so concurrent micro-batches on worker threads
 each draw from their own, seeded stream. Off the CPU dropout is ``F.dropout`` on the device's generator.
 
-Speed: attention runs in ``scaled_dot_product_attention``; dropout is only called when it can act;
+Speed: attention runs in ``scaled_dot_product_attention`` off the CPU and in one hand-written autograd
+Function on it (``_CpuAttention``); dropout is only called when it can act;
 ``last_only`` computes the last layer for the final time step alone (its output is all that DLF's
 last-step pooling reads), which is exact because the last query sees every key under the mask.
 """
@@ -145,17 +146,17 @@ def _blocks(n: int) -> list[slice]:
 
 
 class _CpuAttention(torch.autograd.Function):
-    """Multi-head softmax(q k^T / sqrt(c) + mask) with dropout, times v, on the CPU, with a hand-written backward.
+    """Multi-head softmax(q k^T / sqrt(c) + mask) with dropout, times v, on the CPU; hand-written backward.
 
     q (B, Tq, d), k, v (B, Tk, d) projected; mask (Tq, Tk) additive or None -> (B, Tq, d). The head
     split and merge happen inside, as copies the backward inverts: autograd records one node where the
     same layout changes written outside cost ~14 (view, transpose, reshape, scale): a MOSI training
-    micro-step ~3% faster on one thread (202 -> 197 ms median, alternating). Every batched product is oriented so that its output's last
-    dimension is a sequence length: MKL is several times slower on (46 x 46) @ (46 x 5) per head than
-    on (5 x 46) @ (46 x 46), and autograd's own backward of the plain formulation produces the slow
-    orientation. The (n, Tq, Tk) tensors do not fit in cache, so both passes walk the n = B * H
-    head-matrices in blocks of ``BLOCK``. The dropout keeps a 0/1 mask u01 = prob * keep01 and applies
-    the 1 / (1 - p) scale to the small (n, c, Tq) tensors.
+    micro-step ~3% faster on one thread (202 -> 197 ms median, alternating). Every batched product is
+    oriented so that its output's last dimension is a sequence length: MKL is several times slower on
+    (46 x 46) @ (46 x 5) per head than on (5 x 46) @ (46 x 46), and autograd's own backward of the
+    plain formulation produces the slow orientation. The (n, Tq, Tk) tensors do not fit in cache, so
+    both passes walk the n = B * H head-matrices in blocks of ``BLOCK``. The dropout keeps a 0/1 mask
+    u01 = prob * keep01 and applies the 1 / (1 - p) scale to the small (n, c, Tq) tensors.
     """
 
     @staticmethod

@@ -16,8 +16,9 @@ Deliberate differences from the official code, both about measurement, not about
 - The test split is never evaluated per epoch (the official trainer logs it every epoch).
 
 Speed without changing the arithmetic: on the CPU the micro-batches of one accumulation window are
-computed concurrently (they share the weights) by forked helper processes (``dlf.forkpool``, Linux)
-or threads (``dlf.parallel``), then accumulated and clipped in order; evaluation batches likewise.
+computed concurrently (they share the weights) by threads (``dlf.parallel``) or, for thread budgets
+above 2 on Linux, forked helper processes (``dlf.forkpool``), then accumulated and clipped in order;
+evaluation batches likewise.
 Each micro-batch draws its dropout masks from its own generator (seed, epoch, index), so a run's
 numbers do not depend on the number or the kind of workers.
 
