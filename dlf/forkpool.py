@@ -173,10 +173,10 @@ class _Helper:
             status, value = self.conn.recv()
         except (EOFError, OSError):
             raise self._lost() from None
+        result = _unpack(value, self.slots[k]) if status == "ok" else value
+        self.free.append(k)  # copied out (or an error): the slot may take the next item
         if status == "error":
             raise value
-        result = _unpack(value, self.slots[k])
-        self.free.append(k)
         return result
 
     def _lost(self) -> DLFError:
@@ -226,7 +226,11 @@ class ForkPool:
         # Ctrl-C and SIGTERM wait until the helper ignores them: one arriving mid-fork would kill it
         stop = {signal.SIGINT, signal.SIGTERM}
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, stop)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            raise
         if pid == 0:  # the helper: never returns into the parent's code
             code = 0
             try:

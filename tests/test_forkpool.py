@@ -142,3 +142,14 @@ def test_helpers_ignore_sigint_and_exit_with_a_killed_parent():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert _gone(int(proc.stdout.split()[0]))  # its pipe closed with the parent: the helper left
+
+
+def test_a_helpers_error_on_its_last_item_keeps_the_pool_in_step():
+    box = [0]
+    with ForkPool(2, [box], slot_numel=8) as pool:
+        for _ in range(3):  # each time the helper's only item fails, nothing else is due
+            with pytest.raises(ValueError, match="bad item 3"):
+                list(pool.map(_fail_on_three, [2, 3], box))
+        assert len(pool.pids) == 1  # still in step: no reason to stop it
+        out = list(pool.map(_describe, range(4), box))
+        assert [o[0] == os.getpid() for o in out] == [True, False, True, False]
