@@ -9,9 +9,9 @@ import torch
 
 from dlf.catalogue import get_variant, variant_config
 from dlf.config import apply_overrides
-from dlf.layers import dropout, dropout_rng, keep_mask
 from dlf.errors import DLFError
 from dlf.forkpool import MAX_PROCESS_WORKERS, ForkPool, fork_available
+from dlf.layers import dropout, dropout_rng, keep_mask
 from dlf.parallel import BatchPool, batch_generator, plan_workers
 from dlf.train import Runtime, _accumulate, train_run
 
@@ -142,7 +142,8 @@ def test_default_workers_are_threads_on_two_cores_and_processes_beyond(tiny, bud
 
     if kind is ForkPool and not fork_available():
         pytest.skip("helper processes need os.fork (Linux)")
-    cfg = variant_config("mosi", get_variant("full"), {"model.d_model": 10, "model.n_heads": 2, "loss.ortho_chunk": 10})
+    small = {"model.d_model": 10, "model.n_heads": 2, "loss.ortho_chunk": 10}
+    cfg = variant_config("mosi", get_variant("full"), small)
     model = build_model(cfg, tiny.dims, tiny.seq_lens)
     with torch_settings(CPU, budget), _batch_pool(model, cfg, CPU, Runtime(device="cpu")) as pool:
         assert type(pool) is kind and pool.workers == workers
