@@ -20,10 +20,9 @@ import torch
 from dlf.catalogue import get_variant, variant_config
 from dlf.data import load_dataset
 from dlf.evaluate_loop import SplitTensors, evaluate
-from dlf.forkpool import ForkPool, fork_available, share_parameters
+from dlf.forkpool import fork_available
 from dlf.model import build_model
-from dlf.parallel import BatchPool
-from dlf.train import _train_epoch, seed_everything
+from dlf.train import Runtime, _batch_pool, _train_epoch, seed_everything
 
 PARTS = ("train", "valid", "test")
 
@@ -40,16 +39,16 @@ def main() -> None:
     cfg = variant_config("mosi", get_variant(args.variant), {})
     dataset = load_dataset("synthetic-mosi", cfg.data)
     seed_everything(cfg.seed)
-    torch.set_num_threads(1)
     model = build_model(cfg, dataset.dims, dataset.seq_lens)
     splits = {name: SplitTensors.from_split(dataset.splits[name], "features", "cpu") for name in PARTS}
-    share_parameters(model)
+    pools = {}
+    for kind in ("threads", "processes"):  # as the trainer builds them; processes last (the fork copies)
+        torch.set_num_threads(args.workers)  # the budget: one thread per worker
+        runtime = Runtime(device="cpu", batch_workers=args.workers, batch_processes=kind == "processes")
+        pools[kind] = _batch_pool(model, cfg, torch.device("cpu"), runtime, tuple(splits.values()))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.train.lr)
     shuffle = torch.Generator().manual_seed(cfg.seed)
-    slot = sum(p.numel() for p in params) + 256  # a micro-batch's gradients and loss terms
-    pools = {"threads": BatchPool(args.workers, 1),
-             "processes": ForkPool(args.workers, (model, cfg, *splits.values()), slot)}
     print(f"torch {torch.__version__}, {args.variant}, {args.workers} workers x 1 thread, synthetic MOSI "
           f"{' / '.join(str(s.n) for s in splits.values())}")
     print(f"{'epoch':>5} {'kind':>10} {'train s':>8} {'valid s':>8} {'test s':>7}")

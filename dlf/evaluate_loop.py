@@ -69,7 +69,7 @@ def predict(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64,
         items = [(start, batch_size) for start in range(0, data.n, batch_size)]
         outs = list((pool or BatchPool()).map(_predict_batch, items, model, data))
     model.train(was_training)
-    return torch.cat(outs).to(data.device) if outs else torch.zeros(0, device=data.device)
+    return torch.cat(outs) if outs else torch.zeros(0, device=data.device)
 
 
 def _predict_batch(model: torch.nn.Module, data: SplitTensors, item: tuple[int, int]) -> torch.Tensor:

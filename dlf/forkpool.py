@@ -25,7 +25,6 @@ twice. Linux only: elsewhere ``dlf.parallel.BatchPool`` threads are used.
 from __future__ import annotations
 
 import gc
-import math
 import mmap
 import os
 import pickle
@@ -184,21 +183,35 @@ class _Helper:
                         f"train with one batch worker (--threads 1)")
 
 
-def _fate(pid: int, wait: float = 1.0) -> str:
-    """How a helper ended, from its exit status (given ``wait`` seconds to become reapable)."""
-    deadline = time.monotonic() + wait
+_REAPED = -1  # _wait_exit: the child was already reaped (no status left to read)
+
+
+def _wait_exit(pid: int, timeout: float) -> int | None:
+    """Reap child ``pid`` once it has ended, polling for up to ``timeout`` s: its wait status,
+    ``_REAPED`` if it was reaped before, None if it is still running."""
+    deadline = time.monotonic() + timeout
     while True:
         try:
             done, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
-            return "ended"
+            return _REAPED
         if done:
-            if os.WIFSIGNALED(status):
-                return f"was killed by signal {os.WTERMSIG(status)}"
-            return f"exited with status {os.waitstatus_to_exitcode(status)}"
+            return status
         if time.monotonic() > deadline:
-            return "stopped answering"
-        time.sleep(0.01)
+            return None
+        time.sleep(0.005)
+
+
+def _fate(pid: int) -> str:
+    """How a helper ended, from its exit status (given a second to become reapable)."""
+    status = _wait_exit(pid, 1.0)
+    if status is None:
+        return "stopped answering"
+    if status == _REAPED:
+        return "ended"
+    if os.WIFSIGNALED(status):
+        return f"was killed by signal {os.WTERMSIG(status)}"
+    return f"exited with status {os.waitstatus_to_exitcode(status)}"
 
 
 class ForkPool:
@@ -312,15 +325,7 @@ class ForkPool:
 
 
 def _reap(pid: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if done:
-            return
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            deadline = math.inf
-        time.sleep(0.005)
+    """Wait for a helper that was told to stop; kill it if it has not within ``timeout`` s."""
+    if _wait_exit(pid, timeout) is None:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)

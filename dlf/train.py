@@ -18,9 +18,8 @@ Deliberate differences from the official code, both about measurement, not about
 Speed without changing the arithmetic: on the CPU the micro-batches of one accumulation window are
 computed concurrently (they share the weights) by threads (``dlf.parallel``) or, for thread budgets
 above 2 on Linux, forked helper processes (``dlf.forkpool``), then accumulated and clipped in order;
-evaluation batches likewise.
-Each micro-batch draws its dropout masks from its own generator (seed, epoch, index), so a run's
-numbers do not depend on the number or the kind of workers.
+evaluation batches likewise. Each micro-batch draws its dropout masks from its own generator (seed,
+epoch, index), so a run's numbers do not depend on the number or the kind of workers.
 
 Kept as official: the < ``accumulation`` micro-batches left at the end of an epoch never reach an
 optimizer step (the official end-of-epoch step can never fire; the next epoch zeroes their
@@ -65,7 +64,7 @@ class Runtime:
     device: str = "auto"  # 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...
     threads: int | None = None  # torch intra-op threads for this run; None keeps the current setting
     progress: bool = True  # whether a front-end should render progress (the core only calls callbacks)
-    batch_workers: int | None = None  # CPU micro-batches computed at once (dlf.parallel); None = automatic
+    batch_workers: int | None = None  # CPU micro-batches computed at once; None = automatic
     # Those workers as forked processes (dlf.forkpool) or as threads (dlf.parallel); None = processes
     # where fork exists (Linux) and the thread budget exceeds 2, threads otherwise. Same results.
     batch_processes: bool | None = None
