@@ -3,10 +3,10 @@
 Why processes: the threads of ``dlf.parallel.BatchPool`` share one interpreter, and the dispatch of
 every op holds the GIL; a DLF micro-step issues ~4,000 ops, so two worker threads keep waiting on each
 other, and more than two gain nothing. Processes scale with the cores. Measured on a 2-core machine
-(MOSI, full model, alternating epochs in one process, benchmarks/batch_workers.py): two processes
-trained 5-8% faster than two threads at first; once the CPU attention issued fewer ops, they were
-level (ratios 0.999, 0.964, 1.016 over three runs). So the trainer uses processes only for budgets
-above 2 (``dlf.train._batch_pool``).
+(MOSI, full model, alternating epochs in one process, benchmarks/batch_workers.py), two processes
+trained 0.90-1.02x the time of two threads over seven runs in different phases of the machine (median
+0.96), never clearly slower. So the trainer uses processes wherever ``fork`` exists
+(``dlf.train._batch_pool``).
 
 How: ``ForkPool`` forks its ``workers - 1`` helpers once, when it is built. A helper sees everything
 the parent held at that moment (copy on write); the objects in ``registry`` (the model, the config,

@@ -14,7 +14,7 @@ Workers are used on the CPU only, and never around a module that draws from torc
 generator (a fine-tuned BERT's dropout), where concurrent draws would be racy.
 
 ``dlf.forkpool.ForkPool`` offers the same ``map`` on forked helper processes, which do not share a GIL:
-the trainer uses it for thread budgets above 2 (where ``os.fork`` exists). ``plan_workers`` sizes either.
+the trainer uses it wherever ``os.fork`` exists (Linux) and these threads elsewhere. ``plan_workers`` sizes either.
 """
 from __future__ import annotations
 

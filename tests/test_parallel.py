@@ -134,17 +134,21 @@ def test_helper_processes_are_refused_where_fork_is_missing(tiny, monkeypatch):
         train_run(cfg, tiny, Runtime(device="cpu", threads=2, batch_processes=True))
 
 
-@pytest.mark.parametrize("budget, kind, workers",
-                         [(2, BatchPool, 2), (3, ForkPool, 3), (8, ForkPool, MAX_PROCESS_WORKERS)])
-def test_default_workers_are_threads_on_two_cores_and_processes_beyond(tiny, budget, kind, workers):
+@pytest.mark.parametrize("fork", [True, False], ids=["with-fork", "without-fork"])
+@pytest.mark.parametrize("budget, workers", [(2, 2), (3, 3), (8, MAX_PROCESS_WORKERS)])
+def test_default_workers_are_processes_where_fork_exists_and_threads_elsewhere(tiny, budget, workers, fork,
+                                                                               monkeypatch):
     from dlf.model import build_model
     from dlf.train import _batch_pool, torch_settings
 
-    if kind is ForkPool and not fork_available():
+    if fork and not fork_available():
         pytest.skip("helper processes need os.fork (Linux)")
+    monkeypatch.setattr("dlf.train.fork_available", lambda: fork)
     small = {"model.d_model": 10, "model.n_heads": 2, "loss.ortho_chunk": 10}
     cfg = variant_config("mosi", get_variant("full"), small)
     model = build_model(cfg, tiny.dims, tiny.seq_lens)
     with torch_settings(CPU, budget), _batch_pool(model, cfg, CPU, Runtime(device="cpu")) as pool:
-        assert type(pool) is kind and pool.workers == workers
-        assert torch.get_num_threads() == 1  # each worker, the caller included, runs one intra-op thread
+        if fork:  # one process per budget thread (capped), each running one intra-op thread
+            assert type(pool) is ForkPool and pool.workers == workers and torch.get_num_threads() == 1
+        else:  # threads share the GIL: two, the budget split between them
+            assert type(pool) is BatchPool and pool.workers == 2 and torch.get_num_threads() == budget // 2

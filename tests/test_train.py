@@ -125,6 +125,25 @@ def test_accumulation_clipping_and_discarded_leftovers_follow_the_official_loop(
     assert len(forwards) == 2 * n_micro  # the leftover still runs forward: its loss is part of train_loss
 
 
+def test_the_trainers_foreach_adam_is_bit_identical_to_the_per_parameter_loop(tiny, monkeypatch):
+    """The trainer asks Adam for foreach=True (speed); the arithmetic must stay the CPU default's loop."""
+    real_adam, asked, forced = torch.optim.Adam, [], {}
+
+    def adam(params, **kw):
+        asked.append(kw.get("foreach"))
+        return real_adam(params, **{**kw, **forced})
+
+    monkeypatch.setattr(torch.optim, "Adam", adam)
+    cfg = cfg_for({"train.max_epochs": 2, "train.accumulation": 2, "train.weight_decay": 1e-3})
+    as_asked = train_run(cfg, tiny, CPU1)
+    forced["foreach"] = False  # the per-parameter loop, torch's default on the CPU
+    loop = train_run(cfg, tiny, CPU1)
+    assert asked == [True, True]
+    assert as_asked.history == loop.history
+    for k, v in loop.state_dict.items():
+        assert torch.equal(v, as_asked.state_dict[k]), k
+
+
 def test_on_epoch_gets_the_contract_names_and_can_stop_the_run(tiny):
     seen = []
 
