@@ -150,12 +150,12 @@ class MlflowServer:
                "--backend-store-uri", f"sqlite:///{self.dir / 'mlflow.db'}",
                "--artifacts-destination", str(self.dir / "artifacts"),
                "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
-        log = open(self.dir / "server.log", "wb")
         # Own session: the server forks uvicorn and a job runner; stop() signals the whole group.
         # No job runner (an extra process for MLflow's server-side jobs, which the tests never use).
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir, env=env,
-                                     start_new_session=True)
+        with open(self.dir / "server.log", "wb") as log:  # the server keeps its own descriptor
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir, env=env,
+                                         start_new_session=True)
         atexit.register(self.stop)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -49,9 +49,9 @@ def mlflow_server():
     server.stop()
 
 
-def write_study(path: Path, name: str, variants, seeds) -> Path:
+def write_study(path: Path, name: str, variants, seeds, epochs: int = 1) -> Path:
     body = {"name": name, "datasets": ["synthetic-mosi"], "variants": list(variants), "seeds": list(seeds),
-            "set": {"data.scale": 0.02, "train.max_epochs": 1, "train.batch_size": 16, "train.accumulation": 1}}
+            "set": {"data.scale": 0.02, "train.max_epochs": epochs, "train.batch_size": 16, "train.accumulation": 1}}
     path.write_text(yaml.safe_dump(body))
     return path
 
@@ -163,7 +163,9 @@ def test_workers_share_a_study_and_recover_from_a_killed_worker(pg, mlflow_serve
     from dlf.cluster import enqueue_study
 
     url, uri, study = pg.create_db("cluster"), mlflow_server.url, "cluster-tiny"
-    path = write_study(tmp_path / "study.yaml", study, ["full", "wo_lr", "only_l"], [1, 2])
+    # 8 epochs (~3 s of training): the signals below land while the run seen RUNNING still trains; with
+    # one epoch a run could finish between that check and the signal
+    path = write_study(tmp_path / "study.yaml", study, ["full", "wo_lr", "only_l"], [1, 2], epochs=8)
     queued = run_cli("run", str(path), "--queue", url, "--tracking-uri", uri)
     assert queued.returncode == 0, queued.stderr
     assert "cluster-tiny: 6 runs; 0 already finished" in queued.stdout and "queued 6 new" in queued.stdout
@@ -180,7 +182,7 @@ def test_workers_share_a_study_and_recover_from_a_killed_worker(pg, mlflow_serve
     assert "stopped by SIGTERM; released" in err
     _, err = survivor.communicate(timeout=150)
     assert survivor.returncode == 0, err[-3000:]
-    killed.wait()
+    killed.communicate(timeout=60)  # reaped, and its pipes closed
 
     final = rows(url)
     check_queue(final, killed_key, killed.pid, stopped_key, stopped.pid)

@@ -168,7 +168,7 @@ def test_interrupted_and_killed_study_resumes_exactly_once(tmp_path, tiny_mosi):
     proc = start_cli(["run", str(study), "--threads", "1"], env)
     _wait_for(db, proc, running=1, finished=1)
     proc.kill()
-    proc.wait(timeout=30)
+    proc.communicate(timeout=30)  # reaped, and its pipe closed
     before = {rid: (s, k) for rid, s, k in seed_runs(db)}
     abandoned = {rid for rid, (s, _) in before.items() if s == "RUNNING"}
     done_before = {rid for rid, (s, _) in before.items() if s == "FINISHED"}

@@ -23,7 +23,8 @@ def _load(path):
 
 
 def _sha(path):
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
 
 
 def test_real_split_sizes_by_default_and_a_floor_for_tiny_scales():
