@@ -25,6 +25,7 @@ twice. Linux only: elsewhere ``dlf.parallel.BatchPool`` threads are used.
 from __future__ import annotations
 
 import gc
+import math
 import mmap
 import os
 import pickle
@@ -80,6 +81,14 @@ class _Slice(NamedTuple):
     shape: tuple
 
 
+class _Block(NamedTuple):
+    """A tuple or list of float32 tensors (None items allowed) packed back to back from ``offset``: one
+    copy each way instead of one per tensor (a model's ~400 gradients: unpacking 4.7 -> ~1 ms)."""
+    offset: int
+    shapes: tuple  # per item: its shape, or None for a None item
+    kind: type  # tuple or list
+
+
 class _Array(NamedTuple):
     """A tensor sent by pickling (not float32, or too large for the slot)."""
     array: np.ndarray
@@ -94,6 +103,9 @@ def _pack(value: Any, slot: torch.Tensor, offset: int = 0) -> tuple[Any, int]:
             return _Slice(offset, tuple(value.shape)), offset + n
         return _Array(value.detach().cpu().numpy().copy()), offset
     if isinstance(value, (tuple, list)):
+        block = _pack_block(value, slot, offset)
+        if block is not None:
+            return block
         packed = []
         for v in value:
             p, offset = _pack(v, slot, offset)
@@ -107,6 +119,19 @@ def _pack(value: Any, slot: torch.Tensor, offset: int = 0) -> tuple[Any, int]:
     return value, offset
 
 
+def _pack_block(value: tuple | list, slot: torch.Tensor, offset: int) -> tuple[_Block, int] | None:
+    """``value`` as one ``_Block`` when it is a plain tuple or list of float32 tensors and Nones that fits."""
+    if hasattr(value, "_fields") or not all(v is None or (isinstance(v, torch.Tensor) and v.dtype == torch.float32)
+                                            for v in value):
+        return None
+    tensors = [v.reshape(-1) for v in value if v is not None]
+    end = offset + sum(t.numel() for t in tensors)
+    if not tensors or end > slot.numel():
+        return None
+    torch.cat(tensors, out=slot[offset:end])
+    return _Block(offset, tuple(None if v is None else tuple(v.shape) for v in value), type(value)), end
+
+
 def _rebuild(like: tuple | list, items: list) -> tuple | list:
     return type(like)(*items) if hasattr(like, "_fields") else type(like)(items)  # a NamedTuple takes fields
 
@@ -115,6 +140,10 @@ def _unpack(value: Any, slot: torch.Tensor) -> Any:
     """The inverse of :func:`_pack`; tensors are copied out, so the slot can be reused at once."""
     if isinstance(value, _Slice):
         return slot[value.offset:value.offset + int(np.prod(value.shape, dtype=np.int64))].view(value.shape).clone()
+    if isinstance(value, _Block):
+        sizes = [math.prod(shape) for shape in value.shapes if shape is not None]
+        parts = iter(slot[value.offset:value.offset + sum(sizes)].clone().split(sizes))  # views of one copy
+        return value.kind(None if shape is None else next(parts).view(shape) for shape in value.shapes)
     if isinstance(value, _Array):
         return torch.from_numpy(value.array)
     if isinstance(value, (tuple, list)):

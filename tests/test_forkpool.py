@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -19,6 +20,20 @@ pytestmark = pytest.mark.skipif(not fork_available(), reason="helper processes n
 def _describe(box: list, item: int):
     """A task: where it ran, a float32 tensor (slot), an int64 tensor (pickled), nested containers."""
     return os.getpid(), torch.full((3,), float(item + box[0])), {"n": torch.tensor([item]), "none": None}
+
+
+class _Pair(NamedTuple):
+    a: torch.Tensor
+    b: torch.Tensor
+
+
+def _gradient_like(box: list, item: int):
+    """A trainer-like result: a tuple of float32 tensors and Nones (packed as one block; one of them
+    non-contiguous, one a scalar), a list of them, and containers packed item by item (a NamedTuple,
+    a tuple that mixes dtypes)."""
+    base = torch.arange(12, dtype=torch.float32) + 100 * item
+    grads = (base[:6].view(2, 3), None, base.view(3, 4).t(), torch.tensor(float(item)))
+    return grads, [base[:2]], _Pair(base[:1], base[1:2]), (base[:2], torch.tensor([item]))
 
 
 def _weight(model: torch.nn.Module, item: int) -> torch.Tensor:
@@ -64,6 +79,18 @@ def test_map_keeps_order_splits_items_round_robin_and_returns_results_intact():
         assert floats.dtype == torch.float32 and torch.equal(floats, torch.full((3,), float(i + 10)))
         assert extra["n"].dtype == torch.int64 and extra["n"].tolist() == [i] and extra["none"] is None
     assert all(_gone(pid) for pid in helpers)
+
+
+def test_tensor_sequences_come_back_as_independent_copies_with_their_containers():
+    box = [0]
+    with ForkPool(2, [box], slot_numel=64) as pool:  # 8 items: each helper slot is reused
+        out = list(pool.map(_gradient_like, range(8), box))
+    for i, (grads, listed, pair, mixed) in enumerate(out):
+        want = _gradient_like(box, i)
+        assert type(grads) is tuple and grads[1] is None and type(listed) is list and type(pair) is _Pair
+        for got, exp in zip((*grads[:1], *grads[2:], *listed, *pair, *mixed), (*want[0][:1], *want[0][2:],
+                                                                              *want[1], *want[2], *want[3])):
+            assert got.dtype == exp.dtype and got.shape == exp.shape and torch.equal(got, exp), i
 
 
 def test_results_larger_than_the_slot_are_pickled_and_unregistered_objects_run_in_the_caller():
