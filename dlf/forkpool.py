@@ -83,7 +83,7 @@ class _Slice(NamedTuple):
 
 class _Block(NamedTuple):
     """A tuple or list of float32 tensors (None items allowed) packed back to back from ``offset``: one
-    copy each way instead of one per tensor (a model's ~400 gradients: unpacking 4.7 -> ~1 ms)."""
+    copy each way instead of one per tensor (a DLF's ~390 gradients: unpacked in ~1.3 ms instead of ~5)."""
     offset: int
     shapes: tuple  # per item: its shape, or None for a None item
     kind: type  # tuple or list
