@@ -9,12 +9,16 @@ on forked processes, dlf.forkpool). Prints the
 median time per micro-step and per evaluation batch, and the estimated wall time of a full epoch
 (MOSI: 81 micro-steps + 229 + 686 evaluation samples; MOSEI: 1021 + 1871 + 4659).
 
+Baseline in the same run (CPU): the official model, loss and loop re-created op for op
+(benchmarks/official_style.py, checked against the official outputs) on the same shapes and thread
+budget, and the full model's micro-step as a fraction of it. Target: at most half.
 Reference, the official code on a 2-core CPU (its model and loss, identity text encoder, 2 threads):
 280 ms per micro-step, 156 ms per evaluation batch of 64, about 25 s per MOSI epoch.
 Benchmark one process at a time: two torch processes on the same cores slow each other down badly.
 
     python benchmarks/train_step.py [--threads 2] [--repeats 5] [--variants full,wo_lfa]
                                     [--families mosi,mosei] [--batch-workers 1,2t,2p] [--device cpu] [--profile]
+                                    [--no-baseline]
 """
 from __future__ import annotations
 
@@ -25,6 +29,11 @@ import statistics
 import time
 
 import torch
+from official_style import (  # this folder
+    OfficialStyleDLF,
+    official_evaluate,
+    official_train_epoch,
+)
 
 from dlf.catalogue import REFERENCE_SHAPES, get_variant, load_catalogue, variant_config
 from dlf.errors import DLFError
@@ -82,8 +91,29 @@ def bench_variant(cfg, family: str, repeats: int, device: torch.device, workers:
         ev = time_it(lambda: predict(model, evals, EVAL_BATCH, pool), repeats, device) / 4
         kind = "p" if isinstance(pool, ForkPool) else "t" if pool.workers > 1 else ""
         setting = f"{pool.workers}x{pool.threads or threads}{kind}"
+    return _figures(family, window / acc, ev, setting)
+
+
+def bench_official(cfg, family: str, repeats: int) -> dict[str, float]:
+    """The official-style baseline on the same shapes (CPU, the current thread budget): one window of
+    the official loop (backward, clipping, a step per window) and evaluation batches of 64."""
+    gen, cpu = torch.Generator().manual_seed(0), torch.device("cpu")
+    torch.manual_seed(0)
+    dims, lens = REFERENCE_SHAPES[family]
+    model = OfficialStyleDLF(cfg.model, dims, lens)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    acc, t = cfg.train.accumulation, cfg.train
+    train, evals = random_split(family, BATCH * acc, cpu, gen), random_split(family, EVAL_BATCH * 4, cpu, gen)
+    batches = torch.arange(train.n).split(BATCH)
+    window = time_it(lambda: official_train_epoch(model, opt, train, batches, acc, t.clip_value, cfg.loss.ortho_chunk),
+                     repeats, cpu)
+    ev = time_it(lambda: official_evaluate(model, evals, EVAL_BATCH), repeats, cpu) / 4
+    return _figures(family, window / acc, ev, f"1x{torch.get_num_threads()}")
+
+
+def _figures(family: str, micro: float, ev: float, setting: str) -> dict:
+    """ms per micro-step and per eval batch, and the epoch they add up to (seconds)."""
     n_train, n_val, n_test = SPLITS[family]
-    micro = window / acc
     n_eval = math.ceil(n_val / EVAL_BATCH) + math.ceil(n_test / EVAL_BATCH)
     return {"micro": 1000 * micro, "eval": 1000 * ev, "epoch": math.ceil(n_train / BATCH) * micro + n_eval * ev,
             "setting": setting}
@@ -126,6 +156,7 @@ def main() -> None:
                     help="settings to compare: N workers, as threads (Nt), processes (Np) or the default (N)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--profile", action="store_true", help="also print a torch.profiler table of the full model")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the official-style baseline rows")
     args = ap.parse_args()
     gc.freeze()  # as the CLI does after its imports (dlf.startup): collections skip those objects
 
@@ -139,7 +170,12 @@ def main() -> None:
           + f", thread budget {torch.get_num_threads()}, repeats {args.repeats}, "
           f"micro-batch {BATCH}, eval batch {EVAL_BATCH}")
     print(f"{'family':7} {'variant':16} {'workers':>8} {'micro-step ms':>14} {'eval-64 ms':>11} {'epoch s':>8}")
+    ratios = []
     for family in args.families.split(","):
+        base = None
+        if device.type == "cpu" and not args.no_baseline:
+            base = bench_official(variant_config(family, get_variant("full", catalogue)), family, args.repeats)
+            _row(family, "official-style", base)
         for name in names:
             cfg = variant_config(family, get_variant(name, catalogue))
             if cfg.model.text_encoder != "features":
@@ -147,11 +183,18 @@ def main() -> None:
                 continue
             for workers, processes in map(parse_workers, args.batch_workers.split(",")):
                 r = bench_variant(cfg, family, args.repeats, device, workers, processes)
-                print(f"{family:7} {name:16} {r['setting']:>8} {r['micro']:14.1f} {r['eval']:11.1f} "
-                      f"{r['epoch']:8.2f}", flush=True)
+                _row(family, name, r)
+                if base is not None and name == "full":
+                    ratios.append(f"{family} {r['setting']} {r['micro'] / base['micro']:.2f}")
     print("official code (2-core CPU, 2 threads): MOSI micro-step 280 ms, eval-64 156 ms, epoch ~25 s")
+    if ratios:
+        print("full model's micro-step / official-style micro-step, same run (target <= 0.5): " + ", ".join(ratios))
     if args.profile:
         profile_full(args.families.split(",")[0], device)
+
+
+def _row(family: str, name: str, r: dict) -> None:
+    print(f"{family:7} {name:16} {r['setting']:>8} {r['micro']:14.1f} {r['eval']:11.1f} {r['epoch']:8.2f}", flush=True)
 
 
 if __name__ == "__main__":
