@@ -1,18 +1,17 @@
 """dlf.convert: official names and shapes (MOSI from the fixture, MOSEI built from the reference), errors,
 BERT weights, and round trips through dlf-ablate checkpoints."""
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from parity_fixture import FIXTURE, needs_fixture
 
 from dlf.checkpoint import load_checkpoint, save_checkpoint
 from dlf.convert import DEAD_MODULES, OFFICIAL_NAMES, convert_official, convert_official_state
 from dlf.errors import DLFError
 from dlf.model import parameter_summary
 
-FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "official-parity"
 D = 50
 
 
@@ -74,7 +73,7 @@ MOSI_SHAPES = official_shapes({"l": 768, "a": 5, "v": 20}, 5)
 MOSEI_SHAPES = official_shapes({"l": 768, "a": 74, "v": 35}, 3)
 
 
-@pytest.mark.skipif(not (FIXTURE / "official_state_dict.pt").is_file(), reason=f"no parity fixture at {FIXTURE}")
+@needs_fixture
 def test_reference_key_set_equals_the_real_official_state_dict():
     """The generator that builds the MOSEI key set reproduces the real MOSI state_dict exactly."""
     real = torch.load(FIXTURE / "official_state_dict.pt", map_location="cpu", weights_only=True)

@@ -5,20 +5,18 @@ loss terms, and it must train: its speed figures are only a fair baseline if it 
 """
 import importlib.util
 import json
-import pickle
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from parity_fixture import FIXTURE, inputs, load_data, needs_fixture
 
 from dlf.config import preset
 from dlf.evaluate_loop import SplitTensors
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT.parent / "shared" / "reference" / "official-parity"
-pytestmark = pytest.mark.skipif(not (FIXTURE / "official_state_dict.pt").is_file(),
-                                reason=f"official parity fixture not found at {FIXTURE}")
+pytestmark = needs_fixture
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +30,7 @@ def official_style():
 
 @pytest.fixture(scope="module")
 def data():
-    with open(FIXTURE / "data.pkl", "rb") as fh:
-        return pickle.load(fh)
+    return load_data()
 
 
 def _model(official_style, data):
@@ -48,8 +45,7 @@ def _model(official_style, data):
 
 def _split(data, name, n=None):
     split = data[name]
-    return SplitTensors(*(torch.as_tensor(split[k][:n], dtype=torch.float32) for k in ("text", "audio", "vision")),
-                        labels=torch.as_tensor(split["regression_labels"][:n], dtype=torch.float32))
+    return SplitTensors(*inputs(split, n), labels=torch.as_tensor(split["regression_labels"][:n], dtype=torch.float32))
 
 
 @pytest.mark.parametrize("split", ["train", "valid", "test"])

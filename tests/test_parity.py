@@ -4,19 +4,16 @@ The fixture lives beside the repository: ``<repo>/../shared/reference/official-p
 """
 import csv
 import json
-import pickle
-from pathlib import Path
 
 import pytest
 import torch
+from parity_fixture import FIXTURE, inputs, load_data, needs_fixture
 
 from dlf.config import preset
 from dlf.convert import convert_official_state
 from dlf.losses import loss_terms
 
-FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "official-parity"
-pytestmark = pytest.mark.skipif(not (FIXTURE / "official_state_dict.pt").is_file(),
-                                reason=f"official parity fixture not found at {FIXTURE}")
+pytestmark = needs_fixture
 HEADS = {"output_logit": lambda o: o.pred, "logits_c": lambda o: o.pred_shared,
          "logits_l_hetero": lambda o: o.pred_specific["l"], "logits_v_hetero": lambda o: o.pred_specific["v"],
          "logits_a_hetero": lambda o: o.pred_specific["a"]}
@@ -34,19 +31,14 @@ def converted():
 
 @pytest.fixture(scope="module")
 def data():
-    with open(FIXTURE / "data.pkl", "rb") as fh:
-        return pickle.load(fh)
-
-
-def _inputs(split, n=None):
-    return [torch.as_tensor(split[k][:n], dtype=torch.float32) for k in ("text", "audio", "vision")]
+    return load_data()
 
 
 @pytest.mark.parametrize("split", ["train", "valid", "test"])
 def test_all_five_heads_match_official_outputs(converted, data, split):
     official = torch.load(FIXTURE / "official_outputs.pt", map_location="cpu", weights_only=True)[split]
     with torch.no_grad():
-        out = converted.model(*_inputs(data[split]))
+        out = converted.model(*inputs(data[split]))
     for name, get in HEADS.items():
         ours, ref = get(out), official[name].reshape(-1)
         assert ours.shape == ref.shape == (len(data[split]["regression_labels"]),)
@@ -57,7 +49,7 @@ def test_every_loss_term_matches_official(converted, data):
     ref = json.loads((FIXTURE / "official_loss_terms.json").read_text())["terms"]
     train = data["train"]
     with torch.no_grad():
-        out = converted.model(*_inputs(train, 16))
+        out = converted.model(*inputs(train, 16))
     terms = loss_terms(out, torch.as_tensor(train["regression_labels"][:16]), preset("mosi"))
     assert set(terms) == {TERM_NAMES.get(k, k) for k in ref}
     for name, value in ref.items():
@@ -86,8 +78,7 @@ def test_cli_convert_and_evaluate_reproduce_output_logit(tmp_path, monkeypatch):
         assert exit_info.value.code in (0, None)
     with open(pred, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    with open(FIXTURE / "data.pkl", "rb") as fh:
-        test = pickle.load(fh)["test"]
+    test = load_data()["test"]
     official = torch.load(FIXTURE / "official_outputs.pt", weights_only=True)["test"]["output_logit"].reshape(-1)
     assert [r["id"] for r in rows] == list(test["id"])
     assert [float(r["label"]) for r in rows] == pytest.approx(test["regression_labels"].tolist(), abs=1e-7)
