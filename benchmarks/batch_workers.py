@@ -17,12 +17,12 @@ import time
 
 import torch
 
-from dlf.catalogue import get_variant, variant_config
-from dlf.data import load_dataset
-from dlf.evaluate_loop import SplitTensors, evaluate
+from dlf.study.catalogue import get_variant, variant_config
+from dlf.data.mmsa import load_dataset
+from dlf.train.evaluation import SplitTensors, evaluate
 from dlf.forkpool import fork_available
-from dlf.model import build_model
-from dlf.train import Runtime, _batch_pool, _train_epoch, seed_everything
+from dlf.models.dlf.model import build_model
+from dlf.train.loop import Runtime, _batch_pool, _train_epoch, seed_everything
 
 PARTS = ("train", "valid", "test")
 

@@ -39,10 +39,10 @@ from official_style import (  # this folder
 )
 from train_step import parse_workers
 
-from dlf.catalogue import get_variant, variant_config
-from dlf.data import load_dataset
-from dlf.evaluate_loop import SplitTensors, evaluate
-from dlf.train import Runtime, _batch_pool, torch_settings, train_run
+from dlf.study.catalogue import get_variant, variant_config
+from dlf.data.mmsa import load_dataset
+from dlf.train.evaluation import SplitTensors, evaluate
+from dlf.train.loop import Runtime, _batch_pool, torch_settings, train_run
 
 
 def measure(cfg, dataset, workers: int, processes: bool | None, threads: int, device: str,
@@ -70,7 +70,7 @@ def _synced(device: str) -> float:
 
 def _test_seconds(cfg, dataset, result, runtime: Runtime) -> float:
     """One test evaluation of the trained weights, with the trainer's own worker pool."""
-    from dlf.model import build_model
+    from dlf.models.dlf.model import build_model
 
     device = torch.device(runtime.device)
     model = build_model(cfg, dataset.dims, dataset.seq_lens).to(device)

@@ -57,7 +57,7 @@ def timed_run(study: Path, env: dict, args: argparse.Namespace) -> float:
 
 def run_times(uri: str) -> tuple[float, float, float, int]:
     """(sums of run_seconds and of train_seconds, sum of seed-run durations in MLflow, number of runs)."""
-    from dlf.tracking import client, finished_keys
+    from dlf.run.tracking import client, finished_keys
 
     c = client(uri)
     exp = c.get_experiment_by_name("orchestration-benchmark")
@@ -84,9 +84,9 @@ def main() -> None:
         os.environ.update(DLF_HOME=env["DLF_HOME"], DLF_CODE_VERSION=env["DLF_CODE_VERSION"])
         study = study_file(home, args)
         from dlf.config import build_config
-        from dlf.data import resolve_dataset
+        from dlf.data.mmsa import resolve_dataset
 
-        from dlf.tracking import client
+        from dlf.run.tracking import client
 
         start = time.perf_counter()
         resolve_dataset("synthetic-mosi", build_config("mosi", ("benchmark", {"data.scale": args.scale})).data)

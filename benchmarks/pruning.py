@@ -30,8 +30,8 @@ def overrides(args: argparse.Namespace) -> dict:
 def warm_up(args: argparse.Namespace) -> None:
     """One 1-epoch run first: data generation and lazy imports must not count against either search."""
     from dlf.config import build_config
-    from dlf.data import load_dataset
-    from dlf.train import Runtime, train_run
+    from dlf.data.mmsa import load_dataset
+    from dlf.train.loop import Runtime, train_run
 
     cfg = build_config("mosi", ("benchmark", {**overrides(args), "train.max_epochs": 1}))
     train_run(cfg, load_dataset("synthetic-mosi", cfg.data), Runtime(threads=args.threads, progress=False))
@@ -78,7 +78,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="dlf-prune-bench-") as tmp:
         os.environ.setdefault("DLF_HOME", tmp)
-        from dlf.tracking import client
+        from dlf.run.tracking import client
 
         client(f"sqlite:///{Path(tmp) / 'mlflow.db'}")  # create the store first: not part of either timing
         warm_up(args)

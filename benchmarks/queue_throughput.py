@@ -54,7 +54,7 @@ def run_workers(url: str, n: int, threads: int, home: Path) -> float:
 
 
 def measure(n: int, pg: PostgresServer, uri: str, args, folder: Path, cores: int) -> dict:
-    from dlf.cluster import enqueue_study, queue_rows
+    from dlf.cluster.launch import enqueue_study, queue_rows
 
     url = pg.create_db(f"bench_{n}")
     study = write_study(folder, f"bench-w{n}-{int(time.time())}", args.seeds, args.scale, args.epochs)
@@ -73,7 +73,7 @@ def queue_only(pg: PostgresServer, clients: int = 4, rows: int = 400) -> float:
     """Claims + finishes per second of the bare queue (no training): its ceiling, for scale."""
     import threading
 
-    from dlf.queue import Queue
+    from dlf.cluster.queue import Queue
 
     url = pg.create_db(f"bare_{clients}")
     with Queue(url) as q:
@@ -107,7 +107,7 @@ def main() -> None:
     args.seeds = [int(s) for s in args.seeds.split(",")]
     if pg_missing_reason():
         raise SystemExit(f"cannot run: {pg_missing_reason()}")
-    from dlf.pool import cpu_cores
+    from dlf.run.local import cpu_cores
 
     cores = cpu_cores()
     os.environ.setdefault("DLF_CODE_VERSION", "queue-benchmark")  # one key space for all workers

@@ -35,13 +35,13 @@ from official_style import (  # this folder
     official_train_epoch,
 )
 
-from dlf.catalogue import REFERENCE_SHAPES, get_variant, load_catalogue, variant_config
+from dlf.study.catalogue import REFERENCE_SHAPES, get_variant, load_catalogue, variant_config
 from dlf.errors import DLFError
-from dlf.evaluate_loop import SplitTensors, predict
+from dlf.train.evaluation import SplitTensors, predict
 from dlf.forkpool import ForkPool
-from dlf.losses import loss_terms
-from dlf.model import build_model
-from dlf.train import Runtime, _batch_pool, _train_epoch, torch_settings
+from dlf.models.dlf.losses import loss_terms
+from dlf.models.dlf.model import build_model
+from dlf.train.loop import Runtime, _batch_pool, _train_epoch, torch_settings
 
 SPLITS = {"mosi": (1284, 229, 686), "mosei": (16326, 1871, 4659)}  # train / valid / test samples
 BATCH, EVAL_BATCH = 16, 64

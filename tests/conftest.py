@@ -29,7 +29,7 @@ def isolated_environment(tmp_path_factory):
 
 
 def _tiny(tmp_path_factory, family: str, aligned: bool, scale: float) -> Path:
-    from dlf.synthetic import write_synthetic
+    from dlf.data.synthetic import write_synthetic
 
     kind = "aligned" if aligned else "unaligned"
     out = tmp_path_factory.mktemp("data") / f"tiny_{family}_{kind}.pkl"

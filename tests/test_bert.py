@@ -7,8 +7,8 @@ import torch
 
 from dlf.config import apply_overrides, preset
 from dlf.errors import DLFError
-from dlf.losses import loss_terms
-from dlf.model import build_model, parameter_summary
+from dlf.models.dlf.losses import loss_terms
+from dlf.models.dlf.model import build_model, parameter_summary
 
 transformers = pytest.importorskip("transformers")
 torch.set_num_threads(1)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dlf.catalogue import get_variant, load_catalogue, variant_config
+from dlf.study.catalogue import get_variant, load_catalogue, variant_config
 from dlf.config import preset
 from dlf.errors import DLFError
 from dlf.resources import paper_tables_path, resource_dir

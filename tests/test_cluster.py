@@ -75,7 +75,7 @@ def start_worker(url: str, home: Path, *extra: str) -> subprocess.Popen:
 
 
 def rows(url: str) -> dict:
-    from dlf.cluster import queue_rows
+    from dlf.cluster.launch import queue_rows
 
     return {r.key: r for r in queue_rows(url)}
 
@@ -160,7 +160,7 @@ def reaper():
 
 
 def test_workers_share_a_study_and_recover_from_a_killed_worker(pg, mlflow_server, tmp_path, reaper):
-    from dlf.cluster import enqueue_study
+    from dlf.cluster.launch import enqueue_study
 
     url, uri, study = pg.create_db("cluster"), mlflow_server.url, "cluster-tiny"
     # 8 epochs (~3 s of training): the signals below land while the run seen RUNNING still trains; with
@@ -196,7 +196,7 @@ def test_workers_share_a_study_and_recover_from_a_killed_worker(pg, mlflow_serve
 
 def test_unreachable_database_or_tracking_server_is_one_line_and_leaves_no_claim(pg, mlflow_server, tmp_path):
     from dlf.errors import DLFError
-    from dlf.cluster import enqueue_study
+    from dlf.cluster.launch import enqueue_study
 
     dead_db = f"postgresql://dlf:pw@127.0.0.1:{free_port()}/nothing"
     path = write_study(tmp_path / "study.yaml", "cluster-unreachable", ["full"], [1, 2])

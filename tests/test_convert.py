@@ -1,4 +1,4 @@
-"""dlf.convert: official names and shapes (MOSI from the fixture, MOSEI built from the reference), errors,
+"""dlf.train.convert: official names and shapes (MOSI from the fixture, MOSEI built from the reference), errors,
 BERT weights, and round trips through dlf-ablate checkpoints."""
 import pickle
 
@@ -7,10 +7,10 @@ import pytest
 import torch
 from parity_fixture import FIXTURE, needs_fixture
 
-from dlf.checkpoint import load_checkpoint, save_checkpoint
-from dlf.convert import DEAD_MODULES, OFFICIAL_NAMES, convert_official, convert_official_state
+from dlf.train.checkpoint import load_checkpoint, save_checkpoint
+from dlf.train.convert import DEAD_MODULES, OFFICIAL_NAMES, convert_official, convert_official_state
 from dlf.errors import DLFError
-from dlf.model import parameter_summary
+from dlf.models.dlf.model import parameter_summary
 
 D = 50
 
@@ -190,10 +190,10 @@ def test_evaluate_a_checkpoint_saved_from_a_state_dict(tmp_path, monkeypatch):
     """``train`` / ``run`` save the selected state_dict; ``evaluate`` must score it like a converted one."""
     import csv
 
-    from dlf.checkpoint import evaluate_checkpoint
+    from dlf.train.checkpoint import evaluate_checkpoint
     from dlf.cli import main
     from dlf.config import preset
-    from dlf.model import build_model
+    from dlf.models.dlf.model import build_model
 
     data = _pickle_like_fixture(tmp_path / "tiny.pkl", 5)
     cfg = preset("mosi")

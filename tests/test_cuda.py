@@ -9,12 +9,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dlf.catalogue import REFERENCE_SHAPES, get_variant, load_catalogue, variant_config
+from dlf.study.catalogue import REFERENCE_SHAPES, get_variant, load_catalogue, variant_config
 from dlf.config import apply_overrides
-from dlf.layers import TransformerEncoder
-from dlf.losses import loss_terms
-from dlf.model import build_model
-from dlf.train import Runtime, train_run
+from dlf.models.layers import TransformerEncoder
+from dlf.models.dlf.losses import loss_terms
+from dlf.models.dlf.model import build_model
+from dlf.train.loop import Runtime, train_run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")
@@ -51,7 +51,7 @@ def test_every_variant_runs_forward_and_backward_on_cuda(name):
 
 
 def test_a_short_training_run_on_cuda(tiny_mosi):
-    from dlf.data import load_dataset
+    from dlf.data.mmsa import load_dataset
 
     cfg = apply_overrides(variant_config("mosi", get_variant("full")),
                           {"train.max_epochs": 2, "train.accumulation": 1}, source="test")

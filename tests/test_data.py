@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from dlf import fingerprint as fp
+from dlf.data import fingerprint as fp
 from dlf.config import DataConfig
-from dlf.data import load_dataset, resolve_dataset
+from dlf.data.mmsa import load_dataset, resolve_dataset
 from dlf.errors import DLFError
 from dlf.resources import cache_dir
-from dlf.synthetic import META_KEY
+from dlf.data.synthetic import META_KEY
 
 
 def _raw(path):

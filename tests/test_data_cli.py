@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dlf.cli import main
-from dlf.synthetic import META_KEY
+from dlf.data.synthetic import META_KEY
 
 ENTRY = [sys.executable, "-c", "from dlf.cli import main; main()"]
 

@@ -10,11 +10,11 @@ from collections import Counter
 
 import pytest
 
-from dlf import tracking
+from dlf.run import tracking
 from dlf.errors import DLFError
-from dlf.executor import execute_run, key_lock
-from dlf.pool import _worker_settings, parse_devices, run_study, thread_budget, StudyRun
-from dlf.study import expand, load_study
+from dlf.run.executor import execute_run, key_lock
+from dlf.run.local import _worker_settings, parse_devices, run_study, thread_budget, StudyRun
+from dlf.study.spec import expand, load_study
 from study_fixtures import CODE_VERSION, TINY_SET, cli_env, parent_runs, seed_runs, start_cli, write_study
 
 
@@ -30,7 +30,7 @@ def uri(tmp_path):
 
 
 def runtime():
-    from dlf.train import Runtime
+    from dlf.train.loop import Runtime
 
     return Runtime(device="cpu", threads=1, progress=False)
 

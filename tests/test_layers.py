@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlf.layers import TransformerEncoder, attention, dropout, keep_mask, mult_mask, sinusoidal_table
+from dlf.models.layers import TransformerEncoder, attention, dropout, keep_mask, mult_mask, sinusoidal_table
 
 torch.set_num_threads(1)
 
@@ -162,7 +162,7 @@ def test_blocked_attention_matches_the_literal_formula_past_one_block(tq, tk, p)
     """43 samples x 4 heads = 172 head-matrices: more than one BLOCK, the last one partial; with and
     without autograd (the inference path keeps no probabilities), with dropout (6 x 6 = 36 lanes per
     matrix, a multiple of 4: the blocks' draws then continue keep_mask's one stream exactly)."""
-    from dlf.layers import BLOCK
+    from dlf.models.layers import BLOCK
 
     b, h, d = 43, 4, 8
     assert b * h > BLOCK and (b * h) % BLOCK

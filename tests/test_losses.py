@@ -1,4 +1,4 @@
-"""dlf.losses: hand-checked values, the vectorised triplet loss against plain loops, absent terms."""
+"""dlf.models.dlf.losses: hand-checked values, the vectorised triplet loss against plain loops, absent terms."""
 import math
 
 import pytest
@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from dlf.config import apply_overrides, preset
-from dlf.losses import cosine_matrix, loss_terms, ortho_loss, sentiment_class, triplet_loss
-from dlf.model import build_model
+from dlf.models.dlf.losses import cosine_matrix, loss_terms, ortho_loss, sentiment_class, triplet_loss
+from dlf.models.dlf.model import build_model
 
 torch.set_num_threads(1)
 DIMS, LENS = {"l": 12, "a": 5, "v": 7}, {"l": 9, "a": 9, "v": 9}

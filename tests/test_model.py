@@ -1,4 +1,4 @@
-"""dlf.model: parameter counts, every switch combination, gradients, unaligned inputs, determinism."""
+"""dlf.models.dlf.model: parameter counts, every switch combination, gradients, unaligned inputs, determinism."""
 import itertools
 
 import pytest
@@ -6,8 +6,8 @@ import torch
 
 from dlf.config import RunConfig, apply_overrides, preset
 from dlf.errors import DLFError
-from dlf.losses import loss_terms
-from dlf.model import DLF, build_model, parameter_summary
+from dlf.models.dlf.losses import loss_terms
+from dlf.models.dlf.model import DLF, build_model, parameter_summary
 
 torch.set_num_threads(1)
 
@@ -190,7 +190,7 @@ def test_inference_without_loss_parts_gives_the_same_predictions():
 
 def test_training_after_a_first_forward_in_inference_mode():
     """Cached position tables and masks built under inference_mode must still work with autograd."""
-    from dlf.layers import mult_mask, sinusoidal_table
+    from dlf.models.layers import mult_mask, sinusoidal_table
 
     sinusoidal_table.cache_clear()
     mult_mask.cache_clear()

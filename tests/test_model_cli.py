@@ -39,7 +39,7 @@ def invoke(*args: str) -> str:
 
 
 def test_train_json_is_one_object_on_stdout_and_save_writes_a_checkpoint(env):
-    from dlf.checkpoint import load_checkpoint
+    from dlf.train.checkpoint import load_checkpoint
 
     proc = cli("train", "--dataset", "synthetic-mosi", "--variant", "l_and_a", "--seed", "3", *FAST,
                "--save", str(env / "run.pt"), "--json")

@@ -13,7 +13,7 @@ import torch
 from parity_fixture import FIXTURE, inputs, load_data, needs_fixture
 
 from dlf.config import preset
-from dlf.evaluate_loop import SplitTensors
+from dlf.train.evaluation import SplitTensors
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = needs_fixture

@@ -7,13 +7,13 @@ import threading
 import pytest
 import torch
 
-from dlf.catalogue import get_variant, variant_config
+from dlf.study.catalogue import get_variant, variant_config
 from dlf.config import apply_overrides
 from dlf.errors import DLFError
 from dlf.forkpool import MAX_PROCESS_WORKERS, ForkPool, fork_available
-from dlf.layers import dropout, dropout_rng, keep_mask
-from dlf.parallel import BatchPool, batch_generator, plan_workers
-from dlf.train import Runtime, _accumulate, train_run
+from dlf.models.layers import dropout, dropout_rng, keep_mask
+from dlf.train.lanes import BatchPool, batch_generator, plan_workers
+from dlf.train.loop import Runtime, _accumulate, train_run
 
 CPU = torch.device("cpu")
 
@@ -94,7 +94,7 @@ def test_accumulate_then_clip_equals_sequential_backward_and_clip():
 
 @pytest.fixture(scope="module")
 def tiny(tiny_mosi):
-    from dlf.data import load_dataset
+    from dlf.data.mmsa import load_dataset
 
     return load_dataset(str(tiny_mosi))
 
@@ -111,7 +111,7 @@ def test_two_workers_train_exactly_like_one(tiny, processes, monkeypatch):
             super().__init__(*args, **kwargs)
             helpers.extend(self.pids)
 
-    monkeypatch.setattr("dlf.train.ForkPool", Recorded)
+    monkeypatch.setattr("dlf.train.loop.ForkPool", Recorded)
     overrides = {"model.n_levels": 1, "model.mem_levels": 1, "model.d_model": 10, "model.n_heads": 2,
                  "loss.ortho_chunk": 10, "train.accumulation": 2, "train.max_epochs": 2, "train.patience": 5}
     cfg = apply_overrides(variant_config("mosi", get_variant("full"), overrides), {}, source="test")
@@ -128,7 +128,7 @@ def test_two_workers_train_exactly_like_one(tiny, processes, monkeypatch):
 
 
 def test_helper_processes_are_refused_where_fork_is_missing(tiny, monkeypatch):
-    monkeypatch.setattr("dlf.train.fork_available", lambda: False)
+    monkeypatch.setattr("dlf.train.loop.fork_available", lambda: False)
     cfg = variant_config("mosi", get_variant("full"), {"train.accumulation": 2, "train.max_epochs": 1})
     with pytest.raises(DLFError, match=r"batch_processes=True\) needs os.fork"):
         train_run(cfg, tiny, Runtime(device="cpu", threads=2, batch_processes=True))
@@ -138,12 +138,12 @@ def test_helper_processes_are_refused_where_fork_is_missing(tiny, monkeypatch):
 @pytest.mark.parametrize("budget, workers", [(2, 2), (3, 3), (8, MAX_PROCESS_WORKERS)])
 def test_default_workers_are_processes_where_fork_exists_and_threads_elsewhere(tiny, budget, workers, fork,
                                                                                monkeypatch):
-    from dlf.model import build_model
-    from dlf.train import _batch_pool, torch_settings
+    from dlf.models.dlf.model import build_model
+    from dlf.train.loop import _batch_pool, torch_settings
 
     if fork and not fork_available():
         pytest.skip("helper processes need os.fork (Linux)")
-    monkeypatch.setattr("dlf.train.fork_available", lambda: fork)
+    monkeypatch.setattr("dlf.train.loop.fork_available", lambda: fork)
     small = {"model.d_model": 10, "model.n_heads": 2, "loss.ortho_chunk": 10}
     cfg = variant_config("mosi", get_variant("full"), small)
     model = build_model(cfg, tiny.dims, tiny.seq_lens)

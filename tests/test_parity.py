@@ -10,8 +10,8 @@ import torch
 from parity_fixture import FIXTURE, inputs, load_data, needs_fixture
 
 from dlf.config import preset
-from dlf.convert import convert_official_state
-from dlf.losses import loss_terms
+from dlf.train.convert import convert_official_state
+from dlf.models.dlf.losses import loss_terms
 
 pytestmark = needs_fixture
 HEADS = {"output_logit": lambda o: o.pred, "logits_c": lambda o: o.pred_shared,
@@ -57,7 +57,7 @@ def test_every_loss_term_matches_official(converted, data):
 
 
 def test_converted_model_has_the_official_used_parameter_count(converted):
-    from dlf.model import parameter_summary
+    from dlf.models.dlf.model import parameter_summary
 
     assert parameter_summary(converted.model)["total"] == 1_628_605
     assert "trans_a_with_l" in converted.dropped and "proj_cosine_l" in converted.dropped

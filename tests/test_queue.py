@@ -13,9 +13,9 @@ from types import SimpleNamespace
 import pytest
 
 from dlf.errors import DLFError
-from dlf.queue import Queue, advisory_lock, check_url, redact, sqlalchemy_url
-from dlf.cluster import tracking_problem
-from dlf.worker import Runs, Worker, WorkerOptions, heartbeat_interval
+from dlf.cluster.queue import Queue, advisory_lock, check_url, redact, sqlalchemy_url
+from dlf.run.tracking import tracking_problem
+from dlf.cluster.worker import Runs, Worker, WorkerOptions, heartbeat_interval
 
 try:
     from tests.servers import PostgresServer, free_port, pg_missing_reason
@@ -334,7 +334,7 @@ def test_worker_lost_claim_interrupts_the_run(url, queue):
 def test_prepare_checks_code_version_and_finds_this_hosts_data(tmp_path):
     import yaml
 
-    from dlf.study import expand, load_study
+    from dlf.study.spec import expand, load_study
 
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({"name": "prep", "datasets": ["synthetic-mosi"], "variants": ["full"],
@@ -352,7 +352,7 @@ def test_prepare_checks_code_version_and_finds_this_hosts_data(tmp_path):
 
 
 def test_gpu_indices_count_within_inherited_visible_devices(monkeypatch):
-    from dlf.cluster import physical_gpu
+    from dlf.cluster.launch import physical_gpu
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert physical_gpu("1") == "1"
@@ -363,7 +363,7 @@ def test_gpu_indices_count_within_inherited_visible_devices(monkeypatch):
 
 
 def test_one_child_worker_per_device(url, queue, capfd, monkeypatch):
-    from dlf.cluster import start_workers
+    from dlf.cluster.launch import start_workers
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,4")
     opts = WorkerOptions(queue_url=url, poll=0.1, stale=2)

@@ -36,7 +36,7 @@ def test_run_then_rerun_trains_nothing(tmp_path, tiny_mosi, home, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("a cached study must not train")
 
-    monkeypatch.setattr("dlf.train.train_run", no_training)
+    monkeypatch.setattr("dlf.train.loop.train_run", no_training)
     start = time.monotonic()
     again = invoke("run", str(study))
     assert again.exit_code == 0 and "0 finished, 2 cached, 0 failed" in again.output
@@ -55,7 +55,7 @@ def test_a_failed_run_is_reported_and_sets_the_exit_code(tmp_path, tiny_mosi):
 
 
 def test_plan_lists_keys_status_and_cost_without_creating_a_store(tmp_path, tiny_mosi, home):
-    from dlf.study import expand, load_study
+    from dlf.study.spec import expand, load_study
 
     study = write_study(tmp_path, tiny_mosi, seeds=(1,))
     specs = expand(load_study(study))
@@ -72,8 +72,8 @@ def test_plan_lists_keys_status_and_cost_without_creating_a_store(tmp_path, tiny
     changed = invoke("plan", str(study), "--set", "train.lr=0.01")
     assert "measured (1 runs)" in changed.output and "2 pending" in changed.output
     # A longer schedule: the measured seconds per epoch times the new max_epochs.
-    from dlf.plan import plan_rows
-    from dlf.tracking import client, finished_keys
+    from dlf.study.plan import plan_rows
+    from dlf.run.tracking import client, finished_keys
 
     uri = f"sqlite:///{home}/mlflow.db"
     c = client(uri)
@@ -102,7 +102,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message, monkeypatch, capsys):
 
 
 def test_ui_command_points_mlflow_at_the_store(tmp_path, tiny_mosi, home):
-    from dlf.run_view import ui_command
+    from dlf.run.commands import ui_command
 
     with pytest.raises(DLFError, match="no tracking store"):
         ui_command(None, None, "127.0.0.1", 5001)

@@ -29,10 +29,10 @@ def test_training_settles_the_collector(tiny_mosi):
     code = f"""
 import gc
 from dlf import startup
-from dlf.catalogue import get_variant, variant_config
+from dlf.study.catalogue import get_variant, variant_config
 from dlf.config import apply_overrides
-from dlf.data import load_dataset
-from dlf.train import Runtime, train_run
+from dlf.data.mmsa import load_dataset
+from dlf.train.loop import Runtime, train_run
 startup.defer_gc()
 cfg = apply_overrides(variant_config("mosi", get_variant("only_a")), {{"model.n_levels": 1, "model.mem_levels": 1,
     "train.accumulation": 1, "train.max_epochs": 1}}, source="test")

@@ -13,7 +13,7 @@ import yaml
 from dlf.config import valid_paths
 from dlf.errors import DLFError
 from dlf.resources import resource_dir
-from dlf.study import RunSpec, code_version, expand, load_study, run_key
+from dlf.study.spec import RunSpec, code_version, expand, load_study, run_key
 from study_fixtures import CODE_VERSION, write_study
 
 
@@ -25,7 +25,7 @@ def pinned_code_version(monkeypatch):
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     """MMSA layout with tiny synthetic stand-ins for the real MOSI and MOSEI files."""
-    from dlf.synthetic import write_synthetic
+    from dlf.data.synthetic import write_synthetic
 
     root = tmp_path_factory.mktemp("mmsa")
     for family, folder, scale in (("mosi", "MOSI", 0.04), ("mosei", "MOSEI", 0.003)):

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from dlf import synthetic as S
+from dlf.data import synthetic as S
 from dlf.errors import DLFError
 from dlf.resources import cache_dir
 

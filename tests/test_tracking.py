@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dlf import tracking
+from dlf.run import tracking
 from dlf.errors import DLFError
 from study_fixtures import CODE_VERSION, write_study
 
@@ -47,8 +47,8 @@ def test_unreachable_store_is_one_clear_line(tmp_path):
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory, tiny_mosi):
     """A finished tiny study (full and wo_lr, one seed) in a fresh SQLite store."""
-    from dlf.pool import run_study
-    from dlf.study import expand, load_study
+    from dlf.run.local import run_study
+    from dlf.study.spec import expand, load_study
 
     tmp = tmp_path_factory.mktemp("tracked")
     with pytest.MonkeyPatch.context() as mp:
@@ -115,7 +115,7 @@ def test_params_metrics_and_per_epoch_history(tracked):
 def test_artifacts_config_environment_predictions_checkpoint(tracked, tiny_mosi):
     from mlflow.artifacts import download_artifacts
 
-    from dlf.checkpoint import evaluate_checkpoint
+    from dlf.train.checkpoint import evaluate_checkpoint
     from dlf.config import RunConfig
 
     uri, specs, _, tmp = tracked
@@ -178,8 +178,8 @@ def test_cached_rerun_does_not_load_mlflow(tracked):
     uri, specs, _, tmp = tracked
     code = (
         "import sys\n"
-        "from dlf.study import expand, load_study\n"
-        "from dlf.pool import run_study\n"
+        "from dlf.study.spec import expand, load_study\n"
+        "from dlf.run.local import run_study\n"
         f"specs = expand(load_study({str(tmp / 'tracked study.yaml')!r}))\n"
         f"result = run_study(specs, {uri!r})\n"
         "print(result.counts()['cached'], 'mlflow' in sys.modules)\n"

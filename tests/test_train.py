@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-import dlf.train as train_mod
-from dlf.catalogue import get_variant, variant_config
+import dlf.train.loop as train_mod
+from dlf.study.catalogue import get_variant, variant_config
 from dlf.config import apply_overrides, preset
 from dlf.errors import DLFError
 from dlf.metrics import METRIC_KEYS, msa_metrics
-from dlf.train import Runtime, resolve_device, train_run
+from dlf.train.loop import Runtime, resolve_device, train_run
 
 CPU1 = Runtime(device="cpu", threads=1)
 # Shallow, fast settings; protocol tests also shrink the width (the protocol depends on neither).
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def tiny(tiny_mosi):
     """The shared tiny synthetic MOSI (51 / 9 / 27 samples: 4 training micro-batches of 16)."""
-    from dlf.data import load_dataset
+    from dlf.data.mmsa import load_dataset
 
     return load_dataset(str(tiny_mosi))
 
@@ -112,10 +112,10 @@ def test_accumulation_clipping_and_discarded_leftovers_follow_the_official_loop(
     monkeypatch.setattr(torch.optim.Adam, "zero_grad", zero)
     monkeypatch.setattr(torch.nn.utils, "clip_grad_value_", clip)
     cfg = cfg_for({"train.max_epochs": 2, "train.accumulation": 3, "train.clip_value": 0.05})
-    import dlf.losses
+    import dlf.models.dlf.losses
 
-    real_terms, forwards = dlf.losses.loss_terms, []
-    monkeypatch.setattr(dlf.losses, "loss_terms", lambda *a, **k: forwards.append(1) or real_terms(*a, **k))
+    real_terms, forwards = dlf.models.dlf.losses.loss_terms, []
+    monkeypatch.setattr(dlf.models.dlf.losses, "loss_terms", lambda *a, **k: forwards.append(1) or real_terms(*a, **k))
     train_run(cfg, tiny, CPU1)
     n_micro = -(-len(tiny.splits["train"]) // 16)  # 51 samples -> 4 micro-batches: one step, one leftover
     # value clipping after every micro-batch backward; the leftover's gradients, which the official
@@ -210,7 +210,7 @@ def test_full_model_clearly_beats_audio_only_and_vision_only_on_synthetic_mosi()
     Acc-2 0.53-0.55.
     """
     from dlf.config import DataConfig
-    from dlf.data import load_dataset
+    from dlf.data.mmsa import load_dataset
 
     data = load_dataset("synthetic-mosi", DataConfig(scale=0.2))  # 257 / 46 / 137 samples
     short = FAST | {"train.lr": 3e-4, "train.max_epochs": 3, "train.patience": 3}

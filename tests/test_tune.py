@@ -17,7 +17,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-import dlf.train
+import dlf.train.loop
 from dlf.errors import DLFError
 from dlf.tune import TuneOptions, tune
 
@@ -54,7 +54,7 @@ class StandInTrainer:
 @pytest.fixture
 def trainer(monkeypatch):
     t = StandInTrainer()
-    monkeypatch.setattr(dlf.train, "train_run", t)
+    monkeypatch.setattr(dlf.train.loop, "train_run", t)
     return t
 
 
@@ -148,7 +148,7 @@ def test_changed_space_or_setup_is_refused(trainer, study_file, tracking, tmp_pa
 
 
 def test_top_k_reevaluation_and_export_accepted_by_run(trainer, study_file, tracking, tmp_path):
-    from dlf.study import expand, load_study
+    from dlf.study.spec import expand, load_study
 
     o = opts(study_file, tracking, tmp_path, trials=5, study_name="exp", plots=True)
     result = tune(o)
@@ -271,12 +271,12 @@ def test_interrupted_trial_is_failed_requeued_and_run_on_resume(trainer, study_f
             raise KeyboardInterrupt
         return real(cfg, dataset, runtime, on_epoch, progress)
 
-    monkeypatch.setattr(dlf.train, "train_run", interrupt_third)
+    monkeypatch.setattr(dlf.train.loop, "train_run", interrupt_third)
     with pytest.raises(KeyboardInterrupt):
         tune(o)
     states = [t.state for t in load(o).trials]
     assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
-    monkeypatch.setattr(dlf.train, "train_run", trainer)
+    monkeypatch.setattr(dlf.train.loop, "train_run", trainer)
     tune(o)
     trials = load(o).trials
     assert trials[3].params == trials[2].params and trials[3].state == TrialState.COMPLETE
@@ -317,7 +317,7 @@ def test_repeated_failures_stop_the_search_with_the_cause(study_file, tracking, 
     def broken(cfg, dataset, runtime=None, on_epoch=None, progress=None):
         raise ValueError("features contain NaN")
 
-    monkeypatch.setattr(dlf.train, "train_run", broken)
+    monkeypatch.setattr(dlf.train.loop, "train_run", broken)
     result = tune(opts(study_file, tracking, tmp_path, trials=5, study_name="broken"))
     assert len(result.errors) == 1 and "3 trials in a row failed" in result.errors[0]
     assert "ValueError: features contain NaN" in result.errors[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dlf.catalogue import REFERENCE_SHAPES, get_variant, load_catalogue, variant_config
+from dlf.study.catalogue import REFERENCE_SHAPES, get_variant, load_catalogue, variant_config
 from dlf.config import apply_overrides
 
 VARIANTS = list(load_catalogue())
@@ -64,8 +64,8 @@ def expected_terms(cfg) -> set[str]:
 
 @pytest.mark.parametrize("name", VARIANTS)
 def test_variant_trains_every_parameter_and_reports_only_enabled_terms(name, request):
-    from dlf.losses import loss_terms
-    from dlf.model import build_model, parameter_summary
+    from dlf.models.dlf.losses import loss_terms
+    from dlf.models.dlf.model import build_model, parameter_summary
 
     cfg = variant_cfg(name, request)
     torch.manual_seed(0)
@@ -88,8 +88,8 @@ def test_variant_trains_every_parameter_and_reports_only_enabled_terms(name, req
 
 @pytest.mark.parametrize("name", ["only_a", "wo_fdm", "wo_hp"])
 def test_total_is_the_weighted_sum_of_the_terms(name):
-    from dlf.losses import loss_terms
-    from dlf.model import build_model
+    from dlf.models.dlf.losses import loss_terms
+    from dlf.models.dlf.model import build_model
 
     cfg = variant_config("mosi", get_variant(name))
     torch.manual_seed(1)
@@ -108,8 +108,8 @@ def test_full_model_overfits_a_tiny_batch():
 
     Dropout is off (it only slows fitting) and the sequences are short (speed); the full loss trains.
     """
-    from dlf.losses import loss_terms
-    from dlf.model import build_model
+    from dlf.models.dlf.losses import loss_terms
+    from dlf.models.dlf.model import build_model
 
     no_dropout = {f"model.{k}": 0.0 for k in ("text_dropout", "attn_dropout", "attn_dropout_a", "attn_dropout_v",
                                                "embed_dropout", "relu_dropout", "res_dropout", "output_dropout")}

@@ -27,7 +27,7 @@ def convert_official(
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Convert the authors' DLF weights into a dlf-ablate checkpoint (unused official modules are dropped)."""
-    from dlf.convert import convert_official as run
+    from dlf.train.convert import convert_official as run
 
     conv = run(checkpoint, dataset, out, data_root=data_root, pretrained=pretrained, overwrite=force)
     m = conv.config.model
@@ -47,7 +47,7 @@ def evaluate(
     device: str = typer.Option("cpu", "--device", help="cpu, auto (CUDA when available), cuda or cuda:N."),
 ) -> None:
     """Metrics of a saved model on one split, and optionally its per-sample predictions."""
-    from dlf.checkpoint import evaluate_checkpoint, write_predictions
+    from dlf.train.checkpoint import evaluate_checkpoint, write_predictions
 
     result = evaluate_checkpoint(checkpoint, dataset, split, data_root=data_root, device=device)
     if predictions is not None:

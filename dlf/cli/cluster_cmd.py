@@ -27,8 +27,8 @@ def worker(
     """Claim runs from the queue, train them, record the results; exit when the queue is drained."""
     from rich.console import Console
 
-    from dlf.cluster import start_workers
-    from dlf.worker import WorkerOptions
+    from dlf.cluster.launch import start_workers
+    from dlf.cluster.worker import WorkerOptions
 
     console = Console(stderr=True, highlight=False)
     opts = WorkerOptions(queue_url=queue, tracking_uri=tracking_uri, study=study, follow=follow, poll=poll,
@@ -46,8 +46,8 @@ def status(
     from rich.console import Console
     from rich.table import Table
 
-    from dlf.cluster import queue_rows
-    from dlf.queue import STATES
+    from dlf.cluster.launch import queue_rows
+    from dlf.cluster.queue import STATES
 
     rows = queue_rows(queue, study)
     console = Console(highlight=False)

@@ -32,8 +32,8 @@ def synth(
     force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
 ) -> None:
     """Write a deterministic synthetic dataset in the MMSA pickle layout (never labelled as real data)."""
-    from dlf.fingerprint import file_fingerprint
-    from dlf.synthetic import split_sizes, write_synthetic
+    from dlf.data.fingerprint import file_fingerprint
+    from dlf.data.synthetic import split_sizes, write_synthetic
 
     family = SYNTH_NAMES.get(name.strip().lower())
     if family is None:
@@ -59,7 +59,7 @@ def check(
 ) -> None:
     """Validate a data file and print its splits, shapes, dtypes, 7-class label histogram and sha256."""
     from dlf.config import DataConfig
-    from dlf.data import load_dataset
+    from dlf.data.mmsa import load_dataset
 
     ds = load_dataset(dataset, DataConfig(aligned=not unaligned, scale=scale, synth_seed=seed), data_root)
     _print_report(ds)
@@ -70,7 +70,7 @@ def _print_report(ds) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from dlf.data import label_histogram
+    from dlf.data.mmsa import label_histogram
 
     console = Console()
     kind = "aligned" if ds.aligned else "unaligned"

@@ -39,8 +39,8 @@ def train(
     as_json: bool = JsonOpt,
 ) -> None:
     """Train one run (official protocol) and print validation and test metrics of the selected epoch."""
-    from dlf.catalogue import prepare_run
-    from dlf.train import Runtime, resolve_device, train_run
+    from dlf.study.catalogue import prepare_run
+    from dlf.train.loop import Runtime, resolve_device, train_run
 
     sets = _sets(set_) | ({"seed": seed} if seed is not None else {})
     resolve_device(device)  # fail before loading any data
@@ -65,7 +65,7 @@ def summary(
 ) -> None:
     """Parameters per component of a variant at a dataset's shapes (`total` includes the text encoder,
     0 in features mode; the BERT modes load model.pretrained)."""
-    from dlf.catalogue import model_summary
+    from dlf.study.catalogue import model_summary
 
     info = model_summary(dataset, variant, _sets(set_), data_root)
     if as_json:
@@ -88,7 +88,7 @@ def summary(
 
 def ablations(as_json: bool = JsonOpt) -> None:
     """List the ablation catalogue: built-ins, ./ablations and $DLF_ABLATIONS, with parameter counts."""
-    from dlf.catalogue import load_catalogue, parameter_count
+    from dlf.study.catalogue import load_catalogue, parameter_count
 
     rows = [v.to_dict() | {"parameters": parameter_count(v, "mosi")} for v in load_catalogue().values()]
     if as_json:
@@ -156,7 +156,7 @@ class _Progress:
 
 
 def _save(path: Path, result: Any, data: Any, variant: str) -> None:
-    from dlf.checkpoint import dataset_meta, save_checkpoint
+    from dlf.train.checkpoint import dataset_meta, save_checkpoint
 
     meta = dataset_meta(data)
     extra = {"variant": variant, "val": result.val, "test": result.test, "best_epoch": result.best_epoch,

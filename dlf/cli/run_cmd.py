@@ -42,10 +42,10 @@ def run(
 ) -> None:
     """Run a study: every variant x dataset x seed whose run key has not finished yet, tracked in MLflow."""
     from dlf.config import parse_set_options
-    from dlf.run_view import run_command
+    from dlf.run.commands import run_command
 
     if queue:
-        from dlf.cluster import enqueue_study
+        from dlf.cluster.launch import enqueue_study
 
         summary = enqueue_study(study, queue, tracking_uri, data_root, parse_set_options(set_ or []), set_file)
         typer.echo("\n".join(summary.lines()))
@@ -64,7 +64,7 @@ def plan(
 ) -> None:
     """Dry run: each run's key, whether it is cached, and an estimated training cost."""
     from dlf.config import parse_set_options
-    from dlf.run_view import plan_command
+    from dlf.run.commands import plan_command
 
     plan_command(study, parse_set_options(set_ or []), set_file, tracking_uri, data_root)
 
@@ -78,7 +78,7 @@ def ui(
     """Open the MLflow UI on the tracking store (Ctrl-C stops it)."""
     import subprocess
 
-    from dlf.run_view import ui_command
+    from dlf.run.commands import ui_command
 
     cmd, url = ui_command(study, tracking_uri, host, port)
     if cmd is None:

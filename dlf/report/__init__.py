@@ -44,7 +44,7 @@ class StudyReport:
 
 def default_tracking_uri(explicit: str | None = None) -> str:
     """The flag, then $MLFLOW_TRACKING_URI, then the local store (the tracking module's rules)."""
-    from dlf.tracking import resolve_tracking_uri
+    from dlf.run.tracking import resolve_tracking_uri
 
     return resolve_tracking_uri(explicit)
 
@@ -138,7 +138,7 @@ def _figures(rep: StudyReport, predictions) -> list[Path]:
 
 def _write(path: Path, text: str) -> Path:
     """Write via a temporary file and rename, so an interrupted report never leaves half a file."""
-    from dlf.fingerprint import atomic_write
+    from dlf.data.fingerprint import atomic_write
 
     data = text.encode("utf-8")
     return atomic_write(path, lambda fh: fh.write(data))

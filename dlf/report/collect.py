@@ -202,7 +202,7 @@ def study_slots(arg: str) -> tuple[str, list[tuple[str, str, int]] | None]:
     A YAML path or a built-in study name is read with ``dlf.study.load_study``; any other name is
     taken as an experiment in the store, checked against its own parent runs.
     """
-    from dlf.study import load_study
+    from dlf.study.spec import load_study
 
     is_file = arg.endswith((".yaml", ".yml")) or os.sep in arg
     if is_file and not Path(arg).is_file():

@@ -97,8 +97,8 @@ def _conclude(plan: TunePlan, opts: TuneOptions, study: Any, candidates: list,
 
 def _workers(opts: TuneOptions) -> tuple[Any, list[dict[str, str]], str | None]:
     """(runtime, per-worker environments, oversubscription warning) by the same rules as ``run``."""
-    from dlf.pool import cpu_cores, parse_devices, thread_budget, worker_envs
-    from dlf.train import Runtime
+    from dlf.run.local import cpu_cores, parse_devices, thread_budget, worker_envs
+    from dlf.train.loop import Runtime
 
     devices = parse_devices(opts.devices)
     gpus = devices if devices and devices != ["cpu"] else None
@@ -112,8 +112,8 @@ def _workers(opts: TuneOptions) -> tuple[Any, list[dict[str, str]], str | None]:
 
 def _attach_tracking(plan: TunePlan, opts: TuneOptions) -> Any:
     """Resolve the tracking URI, tag set, experiment and parent run (before any worker starts)."""
-    from dlf.tracking import common_tags, resolve_tracking_uri
-    from dlf.train import resolve_device
+    from dlf.run.tracking import common_tags, resolve_tracking_uri
+    from dlf.train.loop import resolve_device
     from dlf.tune.track import open_parent, tune_tags
 
     uri = resolve_tracking_uri(opts.tracking_uri)

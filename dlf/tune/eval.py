@@ -81,7 +81,7 @@ def _cached(study: optuna.Study, t: optuna.trial.FrozenTrial, seed: int, setup: 
 
 
 def _load(setup: TuneSetup) -> tuple[Any, Any]:
-    from dlf.data import load_dataset
+    from dlf.data.mmsa import load_dataset
     from dlf.tune.track import TrialTracker
 
     return load_dataset(setup.data_path, setup.base.data), TrialTracker(setup)
@@ -89,7 +89,7 @@ def _load(setup: TuneSetup) -> tuple[Any, Any]:
 
 def _rerun(t: optuna.trial.FrozenTrial, seed: int, base: Any, dataset: Any, tracker: Any,
            runtime: Any) -> dict[str, float]:
-    from dlf.train import train_run
+    from dlf.train.loop import train_run
 
     cfg = apply_overrides(base, t.params, source=f"trial {t.number} (seed {seed})")
     run_id, done = None, False

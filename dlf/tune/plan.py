@@ -84,7 +84,7 @@ def tune_section(study: Any) -> dict[str, Any]:
 
 def prepare(opts: TuneOptions) -> TunePlan:
     """Resolve study, dataset, variant, seeds, space and objectives into a plan; check everything."""
-    from dlf.study import expand, load_study
+    from dlf.study.spec import expand, load_study
     from dlf.tune.worker import TuneSetup
 
     study = load_study(opts.study)
@@ -168,7 +168,7 @@ def _pick_variant(study: Any, wanted: str | None) -> str:
 
 def _check_data_available(study: Any, dataset: str, data: Any, data_root: str | None) -> None:
     """Real MOSI/MOSEI must be present; else say where the files go and how to tune on synthetic data."""
-    from dlf.data import resolve_dataset
+    from dlf.data.mmsa import resolve_dataset
 
     family = {"mosi": "MOSI", "mosei": "MOSEI"}.get(dataset.lower())
     if family is None:

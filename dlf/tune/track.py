@@ -13,8 +13,8 @@ import functools
 import time
 from typing import Any, Mapping
 
-from dlf import tracking
-from dlf.tracking import EpochLogger, end_run, ensure_experiment, environment, search_all
+from dlf.run import tracking
+from dlf.run.tracking import EpochLogger, end_run, ensure_experiment, environment, search_all
 
 MLFLOW_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 TUNE, TRIAL, REEVAL = "tune", "trial", "reeval"

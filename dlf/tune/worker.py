@@ -130,7 +130,7 @@ class WorkerContext:
 def run_worker(setup: TuneSetup, runtime: Any, worker: int = 0,
                on_trial: Callable[[optuna.Study], None] | None = None) -> None:
     """Run trials until the study holds ``setup.trials`` finished-or-running trials."""
-    from dlf.data import load_dataset
+    from dlf.data.mmsa import load_dataset
     from dlf.tune.track import TrialTracker
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -208,7 +208,7 @@ def run_trial(ctx: WorkerContext, trial: optuna.Trial) -> TrialState:
 
 
 def _train(ctx: WorkerContext, cfg: RunConfig, trial: optuna.Trial, run_id: str) -> Any:
-    from dlf.train import train_run
+    from dlf.train.loop import train_run
 
     setup = ctx.setup
 

@@ -13,7 +13,7 @@ import torch
 
 from dlf.errors import DLFError
 from dlf.forkpool import ForkPool
-from dlf.parallel import BatchPool
+from dlf.train.lanes import BatchPool
 
 __all__ = ["SplitTensors", "predict", "evaluate"]
 

@@ -20,9 +20,9 @@ def run_command(study: str, set_overrides: Mapping[str, Any], set_file: Path | N
     failed, 130 interrupted)."""
     from rich.console import Console
 
-    from dlf.pool import parse_devices, run_study
-    from dlf.study import expand, load_study
-    from dlf.tracking import resolve_tracking_uri
+    from dlf.run.local import parse_devices, run_study
+    from dlf.study.spec import expand, load_study
+    from dlf.run.tracking import resolve_tracking_uri
 
     _check_counts(workers, threads)
     spec = load_study(study)
@@ -143,9 +143,9 @@ def plan_command(study: str, set_overrides: Mapping[str, Any], set_file: Path | 
     from rich.console import Console
     from rich.table import Table
 
-    from dlf.plan import plan_rows
-    from dlf.study import expand, load_study
-    from dlf.tracking import resolve_tracking_uri
+    from dlf.study.plan import plan_rows
+    from dlf.study.spec import expand, load_study
+    from dlf.run.tracking import resolve_tracking_uri
 
     spec = load_study(study)
     specs = expand(spec, data_root=data_root, set_overrides=set_overrides, set_file=set_file)
@@ -166,7 +166,7 @@ def plan_command(study: str, set_overrides: Mapping[str, Any], set_file: Path | 
 
 def ui_command(study: str | None, tracking_uri: str | None, host: str, port: int) -> tuple[list[str] | None, str]:
     """(command to run or None when the store is already a server, URL to open)."""
-    from dlf.tracking import local_state_dir, resolve_tracking_uri
+    from dlf.run.tracking import local_state_dir, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
@@ -182,8 +182,8 @@ def ui_command(study: str | None, tracking_uri: str | None, host: str, port: int
 
 
 def _experiment_fragment(study: str, uri: str) -> str:
-    from dlf.study import load_study
-    from dlf.tracking import client
+    from dlf.study.spec import load_study
+    from dlf.run.tracking import client
 
     name = load_study(study).name
     exp = client(uri).get_experiment_by_name(name)

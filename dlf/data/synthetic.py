@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from dlf.errors import DLFError
-from dlf.fingerprint import atomic_write
+from dlf.data.fingerprint import atomic_write
 from dlf.resources import cache_dir
 
 GENERATOR_VERSION = 1

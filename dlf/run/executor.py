@@ -14,7 +14,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping
 
-from dlf import interrupts, tracking
+from dlf import interrupts
+from dlf.run import tracking
 from dlf.errors import DLFError
 
 FINISHED, CACHED, FAILED = "finished", "cached", "failed"
@@ -82,7 +83,7 @@ def _execute_claimed(spec, uri: str, runtime, on_epoch) -> RunOutcome:
     if done:
         return RunOutcome(CACHED, spec.key, run_id=done[0].info.run_id)
     _fail_abandoned(c, runs, "abandoned: the process running it stopped; the key was run again")
-    from dlf.train import Runtime, resolve_device
+    from dlf.train.loop import Runtime, resolve_device
 
     runtime = runtime or Runtime()
     _warm_imports(spec)
@@ -113,8 +114,8 @@ def _execute_claimed(spec, uri: str, runtime, on_epoch) -> RunOutcome:
 
 
 def _train(spec, runtime, logger):
-    from dlf.data import load_dataset
-    from dlf.train import train_run
+    from dlf.data.mmsa import load_dataset
+    from dlf.train.loop import train_run
 
     dataset = load_dataset(spec.data_path, spec.config.data)
     if dataset.fingerprint != spec.data_fingerprint:
@@ -136,8 +137,8 @@ def _warm_imports(spec) -> None:
             import torch._inductor.config  # noqa: F401 - private, hence the guard
         except ImportError:
             pass
-        import dlf.losses  # noqa: F401
-        import dlf.model  # noqa: F401
+        import dlf.models.dlf.losses  # noqa: F401
+        import dlf.models.dlf.model  # noqa: F401
         if spec.config.model.text_encoder != "features":
             import transformers  # noqa: F401
 

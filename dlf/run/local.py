@@ -15,10 +15,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from dlf import tracking
+from dlf.run import tracking
 from dlf.errors import DLFError
-from dlf.executor import BUSY, CACHED, FAILED, FINISHED, RunOutcome, execute_run, key_lock
-from dlf.local_workers import EpochForward, LocalWorkers
+from dlf.run.executor import BUSY, CACHED, FAILED, FINISHED, RunOutcome, execute_run, key_lock
+from dlf.run.workers import EpochForward, LocalWorkers
 
 Emit = Callable[[dict], None]
 
@@ -155,7 +155,7 @@ def worker_envs(workers: int, gpus: list[str] | None, threads: int) -> list[dict
 
 
 def _run_inline(pending: list, uri: str, runtime_kwargs: dict, record, emit: Emit) -> None:
-    from dlf.train import Runtime
+    from dlf.train.loop import Runtime
 
     runtime = Runtime(**runtime_kwargs)
     todo = deque((spec, False) for spec in pending)

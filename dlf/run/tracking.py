@@ -15,6 +15,8 @@ import platform
 import socket
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -281,7 +283,7 @@ def finish_seed_run(c, run_id: str, spec, result, dataset) -> None:
     import numpy as np
     from mlflow.entities import Metric
 
-    from dlf.checkpoint import dataset_meta, save_checkpoint, write_predictions
+    from dlf.train.checkpoint import dataset_meta, save_checkpoint, write_predictions
 
     now = int(time.time() * 1000) + 1  # strictly after every per-epoch value
     final = {f"val_{k}": v for k, v in result.val.items()}
@@ -316,3 +318,16 @@ def one_line(err: BaseException) -> str:
     msg = text[0] if text else ""
     return f"{type(err).__name__}: {msg}" if not isinstance(err, DLFError) else msg
 
+
+def tracking_problem(uri: str, timeout: float = 10.0) -> str | None:
+    """None when the tracking server answers (or ``uri`` is not a server), else why not."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
+        return None  # it answered (an auth proxy, an old server without /health): reachable
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        return f"tracking server {uri} unreachable ({reason})"

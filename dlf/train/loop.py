@@ -41,10 +41,10 @@ import torch
 
 from dlf.config import RunConfig
 from dlf.errors import DLFError
-from dlf.evaluate_loop import SplitTensors, evaluate, predict
-from dlf.layers import dropout_rng
+from dlf.train.evaluation import SplitTensors, evaluate, predict
+from dlf.models.layers import dropout_rng
 from dlf.forkpool import ForkPool, fork_available, share_parameters
-from dlf.parallel import BatchPool, batch_generator, plan_workers
+from dlf.train.lanes import BatchPool, batch_generator, plan_workers
 from dlf.startup import settle_gc
 
 # on_epoch(epoch, metrics) after each epoch's validation; it may raise to stop the run.
@@ -131,7 +131,7 @@ def torch_settings(device: torch.device, threads: int | None) -> Iterator[None]:
 def train_run(cfg: RunConfig, dataset: Any, runtime: Runtime = Runtime(), on_epoch: EpochSink | None = None,
               progress: ProgressFn | None = None) -> TrainResult:
     """Train one model on ``dataset`` (an ``MSADataset``) under ``cfg`` and evaluate the selected epoch."""
-    from dlf.model import build_model
+    from dlf.models.dlf.model import build_model
 
     settle_gc()  # the start-up imports are done (dlf.startup): collect normally during training
     device = resolve_device(runtime.device)
@@ -272,7 +272,7 @@ def _micro_batch(model: torch.nn.Module, cfg: RunConfig, data: SplitTensors,
                  item: tuple[int, int, list[int], bool]) -> tuple[tuple | None, dict[str, torch.Tensor]]:
     """A pool task: loss terms of micro-batch ``i`` of ``epoch`` (sample indices ``idx``) and, when
     ``with_grad``, its gradients (a trailing window's are never used, so not computed)."""
-    from dlf.losses import loss_terms
+    from dlf.models.dlf.losses import loss_terms
 
     epoch, i, idx, with_grad = item
     if not model.training:  # a forked helper's model keeps its last mode (a full train() walk costs ~1 ms)

@@ -9,13 +9,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from dlf.errors import DLFError
-from dlf.queue import Queue, QueueRow, check_url, redact
+from dlf.cluster.queue import Queue, QueueRow, check_url, redact
 
 
 @dataclass
@@ -45,13 +43,13 @@ def enqueue_study(study, queue_url: str, tracking_uri: str | None = None, data_r
     The experiment and every parent run are created here, before any worker starts, so that
     workers never race to create them; each row carries the tracking URI the workers log to.
     """
-    from dlf import tracking
-    from dlf.study import expand, load_study
+    from dlf.run import tracking
+    from dlf.study.spec import expand, load_study
 
     spec = study if hasattr(study, "seeds") else load_study(study)
     specs = expand(spec, data_root=data_root, set_overrides=set_overrides, set_file=set_file)
     uri = tracking.resolve_tracking_uri(tracking_uri)
-    problem = tracking_problem(uri)  # MLflow's own client retries for minutes before it gives up
+    problem = tracking.tracking_problem(uri)  # MLflow's own client retries for minutes before it gives up
     if problem:
         raise DLFError(f"{problem}; start it or fix --tracking-uri")
     with Queue(queue_url) as q:  # reach the database before writing anything to the tracking store
@@ -68,20 +66,6 @@ def enqueue_study(study, queue_url: str, tracking_uri: str | None = None, data_r
                         "pass --tracking-uri http://<mlflow-server>:5000")
     return EnqueueSummary(spec.name, redact(check_url(queue_url)), uri, len(specs), len(specs) - len(todo),
                           counts["added"], counts["requeued"], counts["kept"], warnings)
-
-
-def tracking_problem(uri: str, timeout: float = 10.0) -> str | None:
-    """None when the tracking server answers (or ``uri`` is not a server), else why not."""
-    if not uri.startswith(("http://", "https://")):
-        return None
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
-            return None
-    except urllib.error.HTTPError:
-        return None  # it answered (an auth proxy, an old server without /health): reachable
-    except (OSError, ValueError) as err:
-        reason = getattr(err, "reason", err)
-        return f"tracking server {uri} unreachable ({reason})"
 
 
 def queue_rows(queue_url: str, study: str | None = None) -> list[QueueRow]:
@@ -110,8 +94,8 @@ def pin_gpu(index: str) -> None:
 
 def start_workers(opts, devices: str | None, on_event: Callable[[str], None]) -> int:
     """Run one worker here, or one child worker per GPU of ``devices``; the exit code."""
-    from dlf.pool import cpu_cores, parse_devices, thread_budget
-    from dlf.worker import Worker
+    from dlf.run.local import cpu_cores, parse_devices, thread_budget
+    from dlf.cluster.worker import Worker
 
     parsed = parse_devices(devices)
     gpus = parsed if parsed and parsed != ["cpu"] else None

@@ -20,7 +20,7 @@ import torch
 
 from dlf.config import RunConfig
 from dlf.errors import DLFError
-from dlf.fingerprint import atomic_write
+from dlf.data.fingerprint import atomic_write
 
 __all__ = ["save_checkpoint", "load_checkpoint", "dataset_meta", "evaluate_checkpoint", "write_predictions",
            "Evaluation", "FORMAT"]
@@ -63,7 +63,7 @@ def _bert_config(model_or_state: Any, cfg: RunConfig, state: Mapping[str, torch.
 
         return BertConfig.from_pretrained(cfg.model.pretrained).to_dict()
     except (OSError, ValueError):
-        from dlf.convert import bert_config_from_state
+        from dlf.models.text import bert_config_from_state
 
         return bert_config_from_state(state)
 
@@ -104,7 +104,7 @@ def _read(path: Path, map_location: Any) -> dict:
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[torch.nn.Module, RunConfig, dict]:
     """(model in eval mode, its RunConfig, meta = every checkpoint field except the weights)."""
-    from dlf.model import build_model
+    from dlf.models.dlf.model import build_model
 
     path = Path(path)
     payload = _read(path, map_location)
@@ -139,9 +139,9 @@ class Evaluation:
 def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, split: str = "test", data_root: Any = None,
                         device: str = "cpu", batch_size: int | None = None) -> Evaluation:
     """``msa_metrics`` of a saved model on ``split`` of ``dataset`` (loaded with the checkpoint's data config)."""
-    from dlf.data import load_dataset
-    from dlf.evaluate_loop import SplitTensors, evaluate
-    from dlf.train import resolve_device
+    from dlf.data.mmsa import load_dataset
+    from dlf.train.evaluation import SplitTensors, evaluate
+    from dlf.train.loop import resolve_device
 
     dev = resolve_device(device)
     model, cfg, meta = load_checkpoint(checkpoint, map_location=dev)

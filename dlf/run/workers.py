@@ -17,8 +17,8 @@ from collections import deque
 from multiprocessing.connection import wait
 from typing import Any, Callable
 
-from dlf import tracking
-from dlf.executor import BUSY, FAILED, RunOutcome, execute_run, mark_abandoned
+from dlf.run import tracking
+from dlf.run.executor import BUSY, FAILED, RunOutcome, execute_run, mark_abandoned
 from dlf.startup import defer_gc, freeze_for_exit
 
 STOP_GRACE_SECONDS = 60.0  # how long interrupted workers get to close their runs as KILLED
@@ -159,8 +159,8 @@ def _worker_main(wid: int, conn, uri: str, runtime_kwargs: dict, env: dict, pare
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
-    from dlf.study import RunSpec
-    from dlf.train import Runtime
+    from dlf.study.spec import RunSpec
+    from dlf.train.loop import Runtime
 
     runtime = Runtime(**runtime_kwargs)
     try:

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from dlf.cluster import tracking_problem
+from dlf.run.tracking import tracking_problem
 from dlf.errors import DLFError
-from dlf.queue import Claim, Queue
+from dlf.cluster.queue import Claim, Queue
 from dlf.startup import settle_gc
 
 
@@ -139,7 +139,7 @@ class Runs:
         self.data_root = data_root
 
     def decode(self, d: dict) -> Any:
-        from dlf.study import RunSpec
+        from dlf.study.spec import RunSpec
 
         return RunSpec.from_dict(d)
 
@@ -153,7 +153,7 @@ class Runs:
         """
         import dataclasses
 
-        from dlf.study import code_version
+        from dlf.study.spec import code_version
 
         mine = code_version()
         if mine != spec.code_version:
@@ -161,7 +161,7 @@ class Runs:
                            "install the same commit on every worker host")
         if Path(spec.data_path).is_file() and self.data_root is None:
             return spec
-        from dlf.data import file_fingerprint, resolve_dataset
+        from dlf.data.mmsa import file_fingerprint, resolve_dataset
 
         ref = resolve_dataset(spec.dataset, spec.config.data, data_root=self.data_root)
         fingerprint = file_fingerprint(ref.path)
@@ -171,7 +171,7 @@ class Runs:
         return dataclasses.replace(spec, data_path=str(ref.path))
 
     def execute(self, spec: Any, tracking_uri: str, runtime: Any) -> Any:
-        from dlf.executor import execute_run
+        from dlf.run.executor import execute_run
 
         return execute_run(spec, tracking_uri, runtime)
 
@@ -181,7 +181,7 @@ class Runs:
         Checked after this worker's own update committed, so of two workers finishing the last
         two seeds at once at least the later one sees both final. Cosmetic: errors are ignored.
         """
-        from dlf import tracking
+        from dlf.run import tracking
 
         try:
             states = queue.group_states(spec.study, spec.variant, spec.dataset)
@@ -224,7 +224,7 @@ class Worker:
         with queue, beats, _Signals() as sig:
             queue.ensure_schema()
             if self.runtime is None:
-                from dlf.train import Runtime
+                from dlf.train.loop import Runtime
 
                 self.runtime = Runtime(device=self.opts.device, threads=self.opts.threads, progress=False)
             settle_gc()  # a worker may poll for hours before its first run (dlf.startup)

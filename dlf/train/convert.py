@@ -19,9 +19,10 @@ import torch
 
 from dlf.config import RunConfig, apply_overrides, preset
 from dlf.errors import DLFError
+from dlf.models.text import BERT_PREFIX as _OUR_BERT, bert_config_from_state
 
 __all__ = ["OFFICIAL_NAMES", "DEAD_MODULES", "Converted", "convert_official_state", "convert_official",
-           "load_official_state", "bert_config_from_state"]
+           "load_official_state"]
 
 _M = ("l", "v", "a")
 OFFICIAL_NAMES: dict[str, str] = {
@@ -42,7 +43,7 @@ DEAD_MODULES = frozenset(
     + [f"{p}_{m}{s}" for m in _M for p, s in (("proj_cosine", ""), ("proj1", "_low"), ("proj2", "_low"), ("out_layer", "_low"))])
 _BUFFERS = (".version", ".embed_positions._float_tensor")
 _BERT_DROPPED = ("pooler.", "embeddings.position_ids", "embeddings.token_type_ids")
-_BERT_PREFIX, _OUR_BERT = "text_model.", "text_encoder.bert."
+_BERT_PREFIX = "text_model."
 
 
 @dataclass
@@ -107,17 +108,6 @@ def _geometry(state: Mapping[str, torch.Tensor], source: str) -> tuple[dict, dic
     return dims, lens, kernels.pop(), d
 
 
-def bert_config_from_state(state: Mapping[str, torch.Tensor], prefix: str = _OUR_BERT) -> dict:
-    """A BertConfig dict inferred from BERT weight shapes; heads = hidden // 64 (the BERT-family convention)."""
-    vocab, hidden = state[prefix + "embeddings.word_embeddings.weight"].shape
-    layers = {int(m.group(1)) for k in state if (m := re.match(re.escape(prefix) + r"encoder\.layer\.(\d+)\.", k))}
-    return {"model_type": "bert", "vocab_size": int(vocab), "hidden_size": int(hidden),
-            "num_hidden_layers": len(layers), "num_attention_heads": max(1, int(hidden) // 64),
-            "intermediate_size": int(state[prefix + "encoder.layer.0.intermediate.dense.weight"].shape[0]),
-            "max_position_embeddings": int(state[prefix + "embeddings.position_embeddings.weight"].shape[0]),
-            "type_vocab_size": int(state[prefix + "embeddings.token_type_embeddings.weight"].shape[0])}
-
-
 def _bert_config(renamed: Mapping[str, torch.Tensor], pretrained: str | None) -> dict:
     if pretrained:
         from transformers import BertConfig
@@ -132,7 +122,7 @@ def _bert_config(renamed: Mapping[str, torch.Tensor], pretrained: str | None) ->
 def convert_official_state(state: Mapping[str, torch.Tensor], family: str, pretrained: str | None = None,
                            source: str = "state_dict") -> Converted:
     """An official DLF state_dict -> a dlf-ablate model (eval mode) under ``preset(family)``."""
-    from dlf.model import build_model
+    from dlf.models.dlf.model import build_model
 
     dims, lens, kernel, d = _geometry({k.removeprefix("module."): v for k, v in state.items()}, source)
     renamed, dropped = _rename(state, source)
@@ -195,8 +185,8 @@ def load_official_state(path: str | Path) -> dict[str, torch.Tensor]:
 def convert_official(checkpoint: str | Path, dataset: str, out: str | Path, data_root: str | None = None,
                      pretrained: str | None = None, overwrite: bool = False) -> Converted:
     """Convert an official checkpoint for ``dataset`` and save it as a dlf-ablate checkpoint at ``out``."""
-    from dlf.checkpoint import dataset_meta, save_checkpoint
-    from dlf.data import load_dataset
+    from dlf.train.checkpoint import dataset_meta, save_checkpoint
+    from dlf.data.mmsa import load_dataset
 
     out = Path(out)
     if out.exists() and not overwrite:

@@ -9,7 +9,6 @@ official code (only that step has seen the whole sequence under the causal mask)
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Mapping, Sequence
 
 import torch
@@ -18,7 +17,7 @@ from torch import nn
 
 from dlf.config import ModelConfig
 from dlf.errors import DLFError
-from dlf.layers import TransformerEncoder, dropout
+from dlf.models.layers import TransformerEncoder, dropout
 
 __all__ = ["ResidualHead", "BertText", "LanguageFocusedAttractor", "CrossModalAttention", "make_encoder",
            "key_dropout"]
@@ -50,50 +49,6 @@ class ResidualHead(nn.Module):
     def predict(self, g: torch.Tensor) -> torch.Tensor:
         """(B, width) -> (B,)."""
         return self.out(g).squeeze(-1)
-
-
-class BertText(nn.Module):
-    """A ``transformers.BertModel`` (no pooler: DLF reads the last hidden state only) over ``text_bert``.
-
-    ``frozen``: no gradients and the encoder always in eval mode. ``config`` (a BertConfig dict) builds
-    the architecture without downloading weights, for loading a saved checkpoint.
-    """
-
-    def __init__(self, pretrained: str, frozen: bool, config: Mapping | None = None):
-        super().__init__()
-        from transformers import BertConfig, BertModel  # heavy and only needed in the BERT modes
-        from transformers.utils import logging as hf_logging
-
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # the unused pooler weights of a checkpoint are expected
-        try:
-            if config is not None:
-                self.bert = BertModel(BertConfig.from_dict(dict(config)), add_pooling_layer=False)
-            else:
-                self.bert = BertModel.from_pretrained(pretrained, add_pooling_layer=False)
-        except (OSError, ValueError) as err:
-            raise DLFError(f"model.pretrained={pretrained!r}: cannot load a BERT model ({str(err).splitlines()[0]}); "
-                           f"give a local folder saved with save_pretrained, or a hub name with network access") from None
-        finally:
-            hf_logging.set_verbosity(verbosity)
-        self.frozen = frozen
-        if frozen:
-            self.bert.requires_grad_(False)
-            self.bert.eval()
-        self.width = int(self.bert.config.hidden_size)
-
-    def train(self, mode: bool = True) -> BertText:
-        super().train(mode)
-        if self.frozen:
-            self.bert.eval()
-        return self
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, 3, T): rows input_ids, attention_mask, token_type_ids -> last hidden state (B, T, width)."""
-        ids, mask, types = tokens[:, 0].long(), tokens[:, 1].long(), tokens[:, 2].long()
-        ctx = torch.no_grad() if self.frozen else contextlib.nullcontext()
-        with ctx:
-            return self.bert(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
 
 
 def _last(x: torch.Tensor) -> torch.Tensor:

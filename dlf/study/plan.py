@@ -85,7 +85,7 @@ def _rate(specs: list, finished: dict, units: dict) -> tuple[float, str]:
 
 def _finished_runs(specs: list, uri: str) -> dict:
     """key -> FINISHED run, without creating a store that does not exist yet (plan is a dry run)."""
-    from dlf import tracking
+    from dlf.run import tracking
 
     if not specs or (uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()):
         return {}
@@ -99,7 +99,7 @@ _PARAMS: dict[tuple, int | None] = {}
 
 def _work_units(spec) -> float | None:
     """parameters x training samples x max_epochs of one run, or None if the model cannot be built."""
-    from dlf.synthetic import SPLIT_SIZES, split_sizes
+    from dlf.data.synthetic import SPLIT_SIZES, split_sizes
 
     cfg = spec.config
     n_train = split_sizes(spec.family, cfg.data.scale)[0] if spec.synthetic else SPLIT_SIZES[spec.family][0]
@@ -111,9 +111,9 @@ def _work_units(spec) -> float | None:
 
 
 def _parameters(spec) -> int | None:
-    from dlf.catalogue import REFERENCE_SHAPES
+    from dlf.study.catalogue import REFERENCE_SHAPES
     from dlf.config import apply_overrides
-    from dlf.model import build_model, parameter_summary
+    from dlf.models.dlf.model import build_model, parameter_summary
 
     try:
         cfg = apply_overrides(spec.config, {"model.text_encoder": "features"}, source="plan")

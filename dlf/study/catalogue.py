@@ -126,7 +126,7 @@ def parameter_count(variant: Variant, family: str = "mosi") -> int:
     encoder is the same for a 768-d BERT.
     """
     from dlf.config import preset
-    from dlf.model import build_model, parameter_summary
+    from dlf.models.dlf.model import build_model, parameter_summary
 
     cfg = apply_overrides(preset(family), variant.overrides, source=variant.source or variant.name)
     cfg = apply_overrides(cfg, {"model.text_encoder": "features"}, source="parameter count")
@@ -145,7 +145,7 @@ def variant_config(family: str, variant: Variant, set_overrides: Mapping[str, An
 def prepare_run(spec: str, variant: str | None = None, set_overrides: Mapping[str, Any] | None = None,
                 data_root: Any = None) -> tuple[RunConfig, Any, Variant]:
     """(config, loaded dataset, variant) for one run of ``variant`` (default 'full') on dataset ``spec``."""
-    from dlf.data import load_dataset
+    from dlf.data.mmsa import load_dataset
 
     var = get_variant(variant or "full")
     # The family (hence the preset) is known once the data is loaded, and loading needs the data
@@ -157,7 +157,7 @@ def prepare_run(spec: str, variant: str | None = None, set_overrides: Mapping[st
 def model_summary(spec: str = "synthetic-mosi", variant: str | None = None,
                   set_overrides: Mapping[str, Any] | None = None, data_root: Any = None) -> dict[str, Any]:
     """``parameter_summary`` of ``variant`` built for dataset ``spec`` (named datasets need no data)."""
-    from dlf.model import build_model, parameter_summary
+    from dlf.models.dlf.model import build_model, parameter_summary
 
     var = get_variant(variant or "full")
     family = str(spec).lower().removeprefix("synthetic-")

@@ -28,10 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlf.blocks import BertText, CrossModalAttention, LanguageFocusedAttractor, ResidualHead, key_dropout, make_encoder
+from dlf.models.dlf.blocks import CrossModalAttention, LanguageFocusedAttractor, ResidualHead, key_dropout, make_encoder
 from dlf.config import LossConfig, ModelConfig, RunConfig
 from dlf.errors import DLFError
-from dlf.layers import dropout, temporal_conv
+from dlf.models.layers import dropout, temporal_conv
+from dlf.models.text import BertText
 
 __all__ = ["DLF", "DLFOutput", "build_model", "parameter_summary", "FUSION_ORDER"]
 

@@ -17,9 +17,9 @@ import numpy as np
 
 from dlf.config import DataConfig
 from dlf.errors import DLFError
-from dlf.fingerprint import file_fingerprint
+from dlf.data.fingerprint import file_fingerprint
 from dlf.resources import data_root as resolve_root
-from dlf.synthetic import META_KEY, SPLITS, ensure_synthetic
+from dlf.data.synthetic import META_KEY, SPLITS, ensure_synthetic
 
 if TYPE_CHECKING:
     import torch  # loaded where tensors are made: planning and cached re-runs need no torch (~1 s)

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 from dlf.config import RunConfig, apply_overrides, build_config
 from dlf.errors import DLFError
-from dlf.studyfile import (
+from dlf.study.file import (
     STUDY_KEYS,
     StudySpec,
     load_overrides_file,
@@ -169,7 +169,7 @@ class _Datasets:
         self._fps: dict[str, str] = {}
 
     def config_for(self, dataset: str, layers) -> tuple[RunConfig, Any, str]:
-        from dlf.data import file_fingerprint, resolve_dataset
+        from dlf.data.mmsa import file_fingerprint, resolve_dataset
 
         # The data section does not depend on the family preset, so a 'mosi' probe tells which
         # file (and so which family) the layers select; the real config then uses that family.

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from dlf.catalogue import Variant, load_catalogue, variant_from_dict
+from dlf.study.catalogue import Variant, load_catalogue, variant_from_dict
 from dlf.config import build_config, flatten
 from dlf.errors import DLFError
 from dlf.resources import read_yaml, resource_dir

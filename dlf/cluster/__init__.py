@@ -1,0 +1,1 @@
+"""Cluster wing: the shared PostgreSQL run queue, its worker processes and their launcher."""

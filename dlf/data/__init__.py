@@ -1,0 +1,1 @@
+"""Data wing: MMSA feature pickles (``mmsa``), the synthetic stand-in (``synthetic``), file fingerprints."""

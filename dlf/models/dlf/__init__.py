@@ -1,0 +1,1 @@
+"""The DLF family: blocks, the model and its loss terms."""

@@ -1,0 +1,1 @@
+"""Running wing: executing run specs on this machine (executor, worker processes) and MLflow tracking."""
