@@ -1,9 +1,11 @@
 """The frozen, typed run configuration: the single source of what can vary.
 
-A ``RunConfig`` has four sections (model / loss / train / data) plus the seed. Defaults reproduce
-the official DLF implementation on MOSI; ``preset(family)`` gives the MOSEI differences. Every
-override (study YAML, CLI ``--set``, Optuna trial) goes through :func:`apply_overrides`, which
-rejects unknown dot-paths and wrong types with the list of valid paths.
+A ``RunConfig`` has four sections plus the seed: ``model`` and ``loss`` belong to the model family
+(``model.family``, DLF by default; each family declares them in its own module, see
+``dlf.models.registry``), ``train`` and ``data`` are shared. ``preset(corpus, family)`` gives a
+family's defaults on MOSI or MOSEI. Every override (study YAML, CLI ``--set``, Optuna trial) goes
+through :func:`apply_overrides`, which rejects unknown dot-paths and wrong types with the list of
+valid paths.
 """
 from __future__ import annotations
 
@@ -17,49 +19,16 @@ from typing import Any, Literal, Mapping
 from dlf.errors import DLFError
 
 MODALITIES = ("l", "a", "v")
-TEXT_ENCODERS = ("features", "bert", "bert_frozen")
-TRIPLETS = ("official", "paper")
+CORPORA = ("mosi", "mosei")  # the real corpora; each family has a preset per corpus
+DEFAULT_FAMILY = "dlf"
+SECTIONS = ("model", "loss", "train", "data")
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    fdm: bool = True  # feature disentanglement module (E_s, E_c, decoders, geometric losses)
-    lfa: bool = True  # language-focused attractor; False = MulT-style cross-attention (each modality queries)
-    hp: bool = True  # hierarchical predictions: shared + specific heads in the loss
-    modalities: tuple[str, ...] = MODALITIES  # non-empty subset of l, a, v
-    triplet: Literal["official", "paper"] = "official"
-    text_encoder: Literal["features", "bert", "bert_frozen"] = "features"
-    pretrained: str = "bert-base-uncased"  # hub name or local path, for the bert modes
-    d_model: int = 50
-    n_heads: int = 10
-    n_levels: int = 2  # depth of every encoder / cross-modal transformer
-    mem_levels: int = 3  # depth of the A->L / V->L self-attention "memory" stacks
-    conv_kernel: int = 5  # input Conv1d kernel: 5 for MOSI, 3 for MOSEI
-    attn_mask: bool = True  # causal mask in every transformer (official)
-    text_dropout: float = 0.5
-    attn_dropout: float = 0.3  # types l, al, vl and the *_mem stacks
-    attn_dropout_a: float = 0.2  # types a, la, va
-    attn_dropout_v: float = 0.0  # types v, lv, av
-    embed_dropout: float = 0.2
-    relu_dropout: float = 0.0
-    res_dropout: float = 0.0
-    output_dropout: float = 0.5
+def _family_sections(family: str) -> tuple[type, type]:
+    from dlf.models.registry import family_spec
 
-
-@dataclass(frozen=True)
-class LossConfig:
-    # Official weights: L = L_MSA + 0.1 (L_s + L_r + 0.1 (L_m + L_o)).
-    lambda_r: float = 0.1
-    lambda_s: float = 0.1
-    lambda_m: float = 0.01
-    lambda_o: float = 0.01
-    beta_f: float = 1.0
-    beta_sh: float = 1.0
-    beta_l: float = 3.0
-    beta_a: float = 1.0
-    beta_v: float = 1.0
-    ortho_chunk: int = 50  # official L_o reshapes features into rows of this width: 50 MOSI, 10 MOSEI
-    triplet_margin: float = 0.15  # official adaptive margin = triplet_margin * |y_anchor - y_negative|
+    spec = family_spec(family)
+    return spec.model, spec.loss
 
 
 @dataclass(frozen=True)
@@ -86,8 +55,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    model: Any = field(default_factory=lambda: _family_sections(DEFAULT_FAMILY)[0]())  # the family's section
+    loss: Any = field(default_factory=lambda: _family_sections(DEFAULT_FAMILY)[1]())  # the family's section
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     seed: int = 1111
@@ -106,39 +75,33 @@ class RunConfig:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
 
 
-# Dataset families differ only in these values (official config.json, datasetParams).
-PRESETS: dict[str, dict[str, Any]] = {
-    "mosi": {},
-    "mosei": {
-        "model.conv_kernel": 3,
-        "model.text_dropout": 0.1,
-        "model.attn_dropout": 0.5,
-        "model.attn_dropout_a": 0.0,
-        "model.embed_dropout": 0.0,
-        "loss.ortho_chunk": 10,
-    },
-}
+def preset(corpus: str, family: str = DEFAULT_FAMILY) -> RunConfig:
+    """Default config of model ``family`` on ``corpus`` ('mosi' or 'mosei'): the family's defaults and
+    its preset for that corpus (which may set ``train.*``: the family's own training recipe)."""
+    from dlf.models.registry import family_spec
+
+    if corpus not in CORPORA:
+        raise DLFError(f"unknown corpus {corpus!r}; expected one of {list(CORPORA)}")
+    spec = family_spec(family)
+    base = RunConfig(model=spec.model(), loss=spec.loss())
+    return apply_overrides(base, spec.presets.get(corpus, {}), source=f"preset {family}/{corpus}")
 
 
-def preset(family: str) -> RunConfig:
-    """Default config for a dataset family ('mosi' or 'mosei')."""
-    if family not in PRESETS:
-        raise DLFError(f"unknown dataset family {family!r}; expected one of {sorted(PRESETS)}")
-    return apply_overrides(RunConfig(), PRESETS[family], source=f"preset {family}")
-
-
-def valid_paths() -> list[str]:
-    """Every overridable dot-path, e.g. 'loss.lambda_r' and 'seed'."""
+def valid_paths(family: str = DEFAULT_FAMILY) -> list[str]:
+    """Every overridable dot-path of a ``family`` run config, e.g. 'loss.lambda_r' and 'seed'."""
+    sections = _sections(family)
     paths = []
     for f in fields(RunConfig):
-        if f.name in _SECTIONS:
-            paths += [f"{f.name}.{g.name}" for g in fields(_SECTIONS[f.name])]
+        if f.name in sections:
+            paths += [f"{f.name}.{g.name}" for g in fields(sections[f.name])]
         else:
             paths.append(f.name)
     return paths
 
 
-_SECTIONS = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig, "data": DataConfig}
+def _sections(family: str) -> dict[str, type]:
+    model, loss = _family_sections(family)
+    return {"model": model, "loss": loss, "train": TrainConfig, "data": DataConfig}
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -146,7 +109,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and key in _SECTIONS:
+        if isinstance(v, Mapping) and key in SECTIONS:
             out.update(flatten(v, key + "."))
         else:
             out[key] = v
@@ -157,24 +120,42 @@ def apply_overrides(cfg: RunConfig, overrides: Mapping[str, Any], source: str = 
     """Return ``cfg`` with dot-path ``overrides`` applied; the one entry point for YAML, CLI and Optuna.
 
     ``source`` names where the overrides came from (a file and key, '--set', a trial), so that the
-    error a user sees says where to look.
+    error a user sees says where to look. ``model.family`` is applied first: naming another family
+    starts its ``model`` and ``loss`` sections from that family's defaults (``build_config`` adds its
+    corpus preset), and the other paths are then checked against that family's sections.
     """
-    valid = valid_paths()
-    sections: dict[str, dict[str, Any]] = {}
+    flat = flatten(overrides)
+    if "model.family" in flat:
+        family = coerce(flat.pop("model.family"), str, f"{source}: model.family")
+        if family != cfg.model.family:
+            model, loss = _family_sections(family)
+            cfg = replace(cfg, model=model(), loss=loss())
+    family = cfg.model.family
+    valid, sections = valid_paths(family), _sections(family)
+    changes: dict[str, dict[str, Any]] = {}
     top: dict[str, Any] = {}
-    for path, raw in flatten(overrides).items():
+    for path, raw in flat.items():
         if path not in valid:
-            raise DLFError(f"{source}: unknown override path {path!r}; valid paths: {', '.join(valid)}")
+            raise DLFError(_unknown_path(path, family, valid, source))
         if "." in path:
             sec, name = path.split(".", 1)
-            ftype = _field_type(_SECTIONS[sec], name)
-            sections.setdefault(sec, {})[name] = coerce(raw, ftype, f"{source}: {path}")
+            changes.setdefault(sec, {})[name] = coerce(raw, _field_type(sections[sec], name), f"{source}: {path}")
         else:
             top[path] = coerce(raw, _field_type(RunConfig, path), f"{source}: {path}")
-    new_sections = {sec: replace(getattr(cfg, sec), **vals) for sec, vals in sections.items()}
+    new_sections = {sec: replace(getattr(cfg, sec), **vals) for sec, vals in changes.items()}
     out = replace(cfg, **new_sections, **top)
     validate(out, source)
     return out
+
+
+def _unknown_path(path: str, family: str, valid: list[str], source: str) -> str:
+    from dlf.models.registry import family_names
+
+    owners = [f for f in family_names() if f != family and path in valid_paths(f)]
+    if owners:
+        return (f"{source}: {path!r} is a setting of model family {', '.join(owners)}, not of {family!r} "
+                f"(model.family); {family}'s paths: {', '.join(p for p in valid if p.startswith(('model.', 'loss.')))}")
+    return f"{source}: unknown override path {path!r}; valid paths: {', '.join(valid)}"
 
 
 def _field_type(cls: type, name: str) -> Any:
@@ -240,26 +221,42 @@ def _coerce_modalities(value: Any, where: str) -> tuple[str, ...]:
 
 
 def validate(cfg: RunConfig, source: str = "config") -> None:
-    """Cross-field checks that a single field's type cannot express."""
-    m, t = cfg.model, cfg.train
-    if m.d_model % m.n_heads:
-        raise DLFError(f"{source}: model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})")
-    if m.conv_kernel < 1 or m.n_levels < 1 or m.mem_levels < 1:
-        raise DLFError(f"{source}: model.conv_kernel, model.n_levels and model.mem_levels must be >= 1")
+    """Cross-field checks that a single field's type cannot express (the family's own, then the run's)."""
+    from dlf.models.registry import family_spec
+
+    check = family_spec(cfg.model.family).check
+    if check is not None:
+        check(cfg, source)
+    t = cfg.train
     if t.batch_size < 1 or t.accumulation < 1 or t.max_epochs < 1 or t.patience < 1:
         raise DLFError(f"{source}: train.batch_size, accumulation, max_epochs and patience must be >= 1")
     if not 0 < cfg.data.scale <= 1:
         raise DLFError(f"{source}: data.scale must be in (0, 1], got {cfg.data.scale}")
-    if cfg.loss.ortho_chunk < 1 or m.d_model % cfg.loss.ortho_chunk:
-        raise DLFError(f"{source}: loss.ortho_chunk must divide model.d_model ({m.d_model})")
-    for name in ("lambda_r", "lambda_s", "lambda_m", "lambda_o", "beta_f", "beta_sh", "beta_l", "beta_a", "beta_v"):
-        if getattr(cfg.loss, name) < 0:
-            raise DLFError(f"{source}: loss.{name} must be >= 0")
 
 
-def build_config(family: str, *layers: tuple[str, Mapping[str, Any]]) -> RunConfig:
-    """Preset for ``family`` then each (source, overrides) layer in order; later layers win."""
-    cfg = preset(family)
+def check_layer(overrides: Mapping[str, Any], source: str) -> None:
+    """Check a layer shared by runs of several families (a study's ``set``, an overrides file) on its own:
+    each path belongs to some family, and the values fit the first family that has their paths."""
+    from dlf.models.registry import family_names
+
+    flat = flatten(overrides)
+    family = str(flat.pop("model.family", DEFAULT_FAMILY))
+    families = [family] + [f for f in family_names() if f != family]
+    groups: dict[str, dict[str, Any]] = {}
+    for path, value in flat.items():
+        owner = next((f for f in families if path in valid_paths(f)), family)
+        groups.setdefault(owner, {})[path] = value
+    for owner, group in (groups or {family: {}}).items():
+        build_config("mosi", (source, {"model.family": owner, **group}))
+
+
+def build_config(corpus: str, *layers: tuple[str, Mapping[str, Any]]) -> RunConfig:
+    """Preset of the model family the layers name (last ``model.family`` wins; DLF by default) on
+    ``corpus``, then each (source, overrides) layer in order; later layers win."""
+    family = DEFAULT_FAMILY
+    for _, overrides in layers:
+        family = flatten(overrides).get("model.family", family)
+    cfg = preset(corpus, str(family))
     for source, overrides in layers:
         cfg = apply_overrides(cfg, overrides, source=source)
     return cfg

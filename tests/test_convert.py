@@ -1,4 +1,4 @@
-"""dlf.train.convert: official names and shapes (MOSI from the fixture, MOSEI built from the reference), errors,
+"""dlf.models.dlf.official, dlf.train.convert: official names and shapes (MOSI from the fixture, MOSEI built from the reference), errors,
 BERT weights, and round trips through dlf-ablate checkpoints."""
 import pickle
 
@@ -8,7 +8,8 @@ import torch
 from parity_fixture import FIXTURE, needs_fixture
 
 from dlf.train.checkpoint import load_checkpoint, save_checkpoint
-from dlf.train.convert import DEAD_MODULES, OFFICIAL_NAMES, convert_official, convert_official_state
+from dlf.models.dlf.official import DEAD_MODULES, OFFICIAL_NAMES, convert_official_state
+from dlf.train.convert import convert_official
 from dlf.errors import DLFError
 from dlf.models.dlf.model import parameter_summary
 

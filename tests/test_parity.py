@@ -10,7 +10,7 @@ import torch
 from parity_fixture import FIXTURE, inputs, load_data, needs_fixture
 
 from dlf.config import preset
-from dlf.train.convert import convert_official_state
+from dlf.models.dlf.official import convert_official_state
 from dlf.models.dlf.losses import loss_terms
 
 pytestmark = needs_fixture

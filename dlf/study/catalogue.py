@@ -126,12 +126,13 @@ def parameter_count(variant: Variant, family: str = "mosi") -> int:
     encoder is the same for a 768-d BERT.
     """
     from dlf.config import preset
-    from dlf.models.dlf.model import build_model, parameter_summary
+    from dlf.models.registry import build_model, family_of
 
     cfg = apply_overrides(preset(family), variant.overrides, source=variant.source or variant.name)
     cfg = apply_overrides(cfg, {"model.text_encoder": "features"}, source="parameter count")
     dims, seq_lens = REFERENCE_SHAPES[family]
-    return parameter_summary(build_model(cfg, dims, seq_lens))["total"]
+    family = family_of(cfg)
+    return family.summary(build_model(cfg, dims, seq_lens))["total"]
 
 
 def variant_config(family: str, variant: Variant, set_overrides: Mapping[str, Any] | None = None) -> RunConfig:
@@ -157,7 +158,7 @@ def prepare_run(spec: str, variant: str | None = None, set_overrides: Mapping[st
 def model_summary(spec: str = "synthetic-mosi", variant: str | None = None,
                   set_overrides: Mapping[str, Any] | None = None, data_root: Any = None) -> dict[str, Any]:
     """``parameter_summary`` of ``variant`` built for dataset ``spec`` (named datasets need no data)."""
-    from dlf.models.dlf.model import build_model, parameter_summary
+    from dlf.models.registry import build_model, family_of
 
     var = get_variant(variant or "full")
     family = str(spec).lower().removeprefix("synthetic-")
@@ -168,4 +169,5 @@ def model_summary(spec: str = "synthetic-mosi", variant: str | None = None,
     else:
         cfg, data, _ = prepare_run(spec, var.name, set_overrides, data_root)
         dims, seq_lens = data.dims, data.seq_lens
-    return parameter_summary(build_model(cfg, dims, seq_lens))
+    family = family_of(cfg)
+    return family.summary(build_model(cfg, dims, seq_lens))

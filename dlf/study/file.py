@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from dlf.study.catalogue import Variant, load_catalogue, variant_from_dict
-from dlf.config import build_config, flatten
+from dlf.config import build_config, check_layer, flatten
 from dlf.errors import DLFError
 from dlf.resources import read_yaml, resource_dir
 
@@ -121,7 +121,7 @@ def _overrides(value: Any, source: str) -> dict[str, Any]:
     flat = flatten(value)
     if "seed" in flat:
         raise DLFError(f"{source}: 'seed' cannot be overridden; list the seeds under the study's 'seeds:'")
-    build_config("mosi", (source, flat))  # unknown paths and wrong types fail here
+    check_layer(flat, source)  # unknown paths and wrong types fail here; each variant is built below
     return flat
 
 

@@ -113,11 +113,12 @@ def _work_units(spec) -> float | None:
 def _parameters(spec) -> int | None:
     from dlf.study.catalogue import REFERENCE_SHAPES
     from dlf.config import apply_overrides
-    from dlf.models.dlf.model import build_model, parameter_summary
+    from dlf.models.registry import build_model, family_of
 
     try:
         cfg = apply_overrides(spec.config, {"model.text_encoder": "features"}, source="plan")
         dims, seq_lens = REFERENCE_SHAPES[spec.family]
-        return parameter_summary(build_model(cfg, dims, seq_lens))["total"]
+        family = family_of(cfg)
+        return family.summary(build_model(cfg, dims, seq_lens))["total"]
     except Exception:  # noqa: BLE001 - an estimate is optional; the plan still lists the run
         return None

@@ -104,7 +104,7 @@ def _read(path: Path, map_location: Any) -> dict:
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[torch.nn.Module, RunConfig, dict]:
     """(model in eval mode, its RunConfig, meta = every checkpoint field except the weights)."""
-    from dlf.models.dlf.model import build_model
+    from dlf.models.registry import build_model
 
     path = Path(path)
     payload = _read(path, map_location)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from dlf.errors import DLFError
+from dlf.models.registry import prediction
 from dlf.forkpool import ForkPool
 from dlf.train.lanes import BatchPool
 
@@ -79,7 +80,8 @@ def _predict_batch(model: torch.nn.Module, data: SplitTensors, item: tuple[int, 
         model.eval()
     sl = slice(start, start + batch)
     with torch.inference_mode():
-        return model(data.text[sl], data.audio[sl], data.vision[sl], with_losses=False).pred.reshape(-1).float()
+        out = model(data.text[sl], data.audio[sl], data.vision[sl], with_losses=False)
+        return prediction(model, out).reshape(-1).float()
 
 
 def evaluate(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64, epoch: int | None = None,

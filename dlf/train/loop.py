@@ -131,7 +131,7 @@ def torch_settings(device: torch.device, threads: int | None) -> Iterator[None]:
 def train_run(cfg: RunConfig, dataset: Any, runtime: Runtime = Runtime(), on_epoch: EpochSink | None = None,
               progress: ProgressFn | None = None) -> TrainResult:
     """Train one model on ``dataset`` (an ``MSADataset``) under ``cfg`` and evaluate the selected epoch."""
-    from dlf.models.dlf.model import build_model
+    from dlf.models.registry import build_model
 
     settle_gc()  # the start-up imports are done (dlf.startup): collect normally during training
     device = resolve_device(runtime.device)
@@ -272,7 +272,7 @@ def _micro_batch(model: torch.nn.Module, cfg: RunConfig, data: SplitTensors,
                  item: tuple[int, int, list[int], bool]) -> tuple[tuple | None, dict[str, torch.Tensor]]:
     """A pool task: loss terms of micro-batch ``i`` of ``epoch`` (sample indices ``idx``) and, when
     ``with_grad``, its gradients (a trailing window's are never used, so not computed)."""
-    from dlf.models.dlf.losses import loss_terms
+    from dlf.models.registry import family_of
 
     epoch, i, idx, with_grad = item
     if not model.training:  # a forked helper's model keeps its last mode (a full train() walk costs ~1 ms)
@@ -280,7 +280,7 @@ def _micro_batch(model: torch.nn.Module, cfg: RunConfig, data: SplitTensors,
     inputs, labels = data.take(torch.tensor(idx, device=data.device))
     rng = batch_generator(cfg.seed, epoch, i) if data.device.type == "cpu" else None
     with dropout_rng(rng), torch.set_grad_enabled(with_grad):
-        terms = loss_terms(model(*inputs), labels, cfg)
+        terms = family_of(cfg).loss_terms(model(*inputs), labels, cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     grads = torch.autograd.grad(terms["total"], params, allow_unused=True) if with_grad else None
     return grads, {k: v.detach() for k, v in terms.items()}

@@ -179,7 +179,7 @@ def _check_values(base: RunConfig, path: str, values: Any, source: str) -> None:
     """Every value through apply_overrides, whose DLFError names the path and the valid alternatives."""
     from dlf.config import valid_paths
 
-    if path not in valid_paths():
+    if path not in valid_paths(base.model.family):
         apply_overrides(base, {path: None}, source=source)  # raises: unknown path, with the valid list
     for value in values:
         apply_overrides(base, {path: value}, source=source)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlf.config import ModelConfig
+from dlf.models.dlf.config import ModelConfig
 from dlf.errors import DLFError
 from dlf.models.layers import TransformerEncoder, dropout
 

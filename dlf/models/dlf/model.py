@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlf.models.dlf.blocks import CrossModalAttention, LanguageFocusedAttractor, ResidualHead, key_dropout, make_encoder
-from dlf.config import LossConfig, ModelConfig, RunConfig
+from dlf.config import RunConfig
+from dlf.models.dlf.config import LossConfig, ModelConfig
 from dlf.errors import DLFError
 from dlf.models.layers import dropout, temporal_conv
 from dlf.models.text import BertText
@@ -76,6 +77,8 @@ class _Parts:
 
 class DLF(nn.Module):
     """DLF for modalities ``cfg.modalities``; ``dims``/``seq_lens``: modality -> feature width / stored length."""
+
+    family = "dlf"  # the registry reads predictions through the family's definition
 
     def __init__(self, cfg: ModelConfig, dims: Mapping[str, int], seq_lens: Mapping[str, int],
                  loss: LossConfig | None = None, bert_config: Mapping | None = None):

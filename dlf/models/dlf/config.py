@@ -1,0 +1,85 @@
+"""DLF's config sections: what ``model.*`` and ``loss.*`` mean for the DLF family, and its presets.
+
+Defaults reproduce the official DLF implementation on MOSI; ``PRESETS['mosei']`` holds the MOSEI
+differences (official config.json, datasetParams). Torch-free: planning a study reads these.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from dlf.config import MODALITIES
+from dlf.errors import DLFError
+
+TEXT_ENCODERS = ("features", "bert", "bert_frozen")
+TRIPLETS = ("official", "paper")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    family: str = "dlf"
+    fdm: bool = True  # feature disentanglement module (E_s, E_c, decoders, geometric losses)
+    lfa: bool = True  # language-focused attractor; False = MulT-style cross-attention (each modality queries)
+    hp: bool = True  # hierarchical predictions: shared + specific heads in the loss
+    modalities: tuple[str, ...] = MODALITIES  # non-empty subset of l, a, v
+    triplet: Literal["official", "paper"] = "official"
+    text_encoder: Literal["features", "bert", "bert_frozen"] = "features"
+    pretrained: str = "bert-base-uncased"  # hub name or local path, for the bert modes
+    d_model: int = 50
+    n_heads: int = 10
+    n_levels: int = 2  # depth of every encoder / cross-modal transformer
+    mem_levels: int = 3  # depth of the A->L / V->L self-attention "memory" stacks
+    conv_kernel: int = 5  # input Conv1d kernel: 5 for MOSI, 3 for MOSEI
+    attn_mask: bool = True  # causal mask in every transformer (official)
+    text_dropout: float = 0.5
+    attn_dropout: float = 0.3  # types l, al, vl and the *_mem stacks
+    attn_dropout_a: float = 0.2  # types a, la, va
+    attn_dropout_v: float = 0.0  # types v, lv, av
+    embed_dropout: float = 0.2
+    relu_dropout: float = 0.0
+    res_dropout: float = 0.0
+    output_dropout: float = 0.5
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    # Official weights: L = L_MSA + 0.1 (L_s + L_r + 0.1 (L_m + L_o)).
+    lambda_r: float = 0.1
+    lambda_s: float = 0.1
+    lambda_m: float = 0.01
+    lambda_o: float = 0.01
+    beta_f: float = 1.0
+    beta_sh: float = 1.0
+    beta_l: float = 3.0
+    beta_a: float = 1.0
+    beta_v: float = 1.0
+    ortho_chunk: int = 50  # official L_o reshapes features into rows of this width: 50 MOSI, 10 MOSEI
+    triplet_margin: float = 0.15  # official adaptive margin = triplet_margin * |y_anchor - y_negative|
+
+
+# Corpora differ only in these values (official config.json, datasetParams).
+PRESETS: dict[str, dict[str, Any]] = {
+    "mosi": {},
+    "mosei": {
+        "model.conv_kernel": 3,
+        "model.text_dropout": 0.1,
+        "model.attn_dropout": 0.5,
+        "model.attn_dropout_a": 0.0,
+        "model.embed_dropout": 0.0,
+        "loss.ortho_chunk": 10,
+    },
+}
+
+
+def check(cfg: Any, source: str) -> None:
+    """Cross-field checks of a DLF run config that a single field's domain cannot express."""
+    m = cfg.model
+    if m.d_model % m.n_heads:
+        raise DLFError(f"{source}: model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})")
+    if m.conv_kernel < 1 or m.n_levels < 1 or m.mem_levels < 1:
+        raise DLFError(f"{source}: model.conv_kernel, model.n_levels and model.mem_levels must be >= 1")
+    if cfg.loss.ortho_chunk < 1 or m.d_model % cfg.loss.ortho_chunk:
+        raise DLFError(f"{source}: loss.ortho_chunk must divide model.d_model ({m.d_model})")
+    for name in ("lambda_r", "lambda_s", "lambda_m", "lambda_o", "beta_f", "beta_sh", "beta_l", "beta_a", "beta_v"):
+        if getattr(cfg.loss, name) < 0:
+            raise DLFError(f"{source}: loss.{name} must be >= 0")
