@@ -85,7 +85,7 @@ def queue_only(pg: PostgresServer, clients: int = 4, rows: int = 400) -> float:
         with Queue(url) as q:
             ready.wait()
             while (c := q.claim(name, 60)) is not None:
-                q.finish(c.key, name, None, 0.0)
+                q.finish(c, name, None, 0.0)
 
     threads = [threading.Thread(target=drain, args=(f"bench:{i}",)) for i in range(clients)]
     for t in threads:

@@ -1,6 +1,6 @@
 """Workers on a real PostgreSQL queue and a real ``mlflow server``, killed mid-run (issue 8).
 
-Each worker process gets its own DLF_HOME, so the per-key file locks of the local executor do not
+Each worker process gets its own DLF_HOME, so the per-run file locks of the local executor do not
 cover them: only the queue's claims keep them apart, as on separate hosts.
 """
 from __future__ import annotations

@@ -12,7 +12,7 @@ import pytest
 
 from dlf.run import tracking
 from dlf.errors import DLFError
-from dlf.run.executor import execute_run, key_lock
+from dlf.run.executor import execute_run, run_lock
 from dlf.run.local import _worker_settings, parse_devices, run_study, thread_budget, StudyRun
 from dlf.study.spec import expand, load_study
 from study_fixtures import CODE_VERSION, TINY_SET, cli_env, parent_runs, seed_runs, start_cli, write_study
@@ -77,7 +77,7 @@ def test_run_left_running_by_a_dead_process_is_failed_and_redone(specs, uri):
 
 
 def test_a_key_locked_by_another_process_is_not_trained(specs, uri):
-    lock = key_lock(specs[0].key, uri)
+    lock = run_lock(specs[0], uri)
     lock.acquire()
     try:
         assert execute_run(specs[0], uri, runtime(), wait=False).status == "busy"
@@ -86,6 +86,10 @@ def test_a_key_locked_by_another_process_is_not_trained(specs, uri):
         waiter.start()
         time.sleep(0.5)
         assert waiter.is_alive() and not seed_runs(uri.removeprefix("sqlite:///"))  # waits, trains nothing
+        # The same configuration in another study is another run (its own experiment): not held up.
+        other = dataclasses.replace(specs[0], study="exec-other")
+        assert execute_run(other, uri, runtime(), wait=False).status == "finished"
+        assert waiter.is_alive()
     finally:
         lock.release()
     waiter.join(timeout=60)

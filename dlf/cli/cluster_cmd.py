@@ -61,11 +61,11 @@ def status(
     shown = [r for r in rows if all_rows or r.state in ("running", "failed")]
     if shown:
         detail = Table(show_lines=False)
-        for col in ("run", "state", "worker", "heartbeat", "attempts", "seconds", "error"):
+        for col in ("study", "run", "state", "worker", "heartbeat", "attempts", "seconds", "error"):
             detail.add_column(col, overflow="fold")
         for r in shown:
             beat = f"{r.heartbeat_age:.0f}s ago" if r.state == "running" and r.heartbeat_age is not None else ""
-            detail.add_row(f"{r.name} ({r.key[:8]})", r.state, r.worker or (r.workers[-1] if r.workers else ""),
+            detail.add_row(r.study, f"{r.name} ({r.key[:8]})", r.state, r.worker or (r.workers[-1] if r.workers else ""),
                            beat, f"{r.attempts}/{r.max_attempts}", f"{r.seconds:.1f}" if r.seconds else "",
                            r.error or "")
         console.print(detail)

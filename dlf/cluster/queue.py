@@ -1,14 +1,16 @@
 """The cluster work queue: one PostgreSQL table of run specs that any number of workers claim.
 
-One row per run key (design.md section 8, docs/cluster.md). Every state change is one short
-transaction, and the database clock (``now()``) is the only clock, so hosts need not agree on time:
+One row per (study, run key) (design.md section 8, docs/cluster.md): like a local ``run``, which
+looks for finished keys in the study's own experiment, a configuration shared by two studies is
+trained once for each. Every state change is one short transaction, and the database clock
+(``now()``) is the only clock, so hosts need not agree on time:
 
-* enqueue: insert ``pending`` rows; a key already there keeps its state, except ``failed``,
+* enqueue: insert ``pending`` rows; a row already there keeps its state, except ``failed``,
   which goes back to ``pending`` with its attempts reset (re-running a study retries failures).
-* claim: ``UPDATE ... WHERE key = (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1)``: a pending row,
-  or a running row whose owner has not heartbeaten for the ``stale_s`` that owner declared when it
-  claimed (its run is reclaimed: another attempt, by another worker). The claim is the lock: two
-  workers never hold the same key.
+* claim: ``UPDATE ... WHERE (study, key) = (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1)``: a
+  pending row, or a running row whose owner has not heartbeaten for the ``stale_s`` that owner
+  declared when it claimed (its run is reclaimed: another attempt, by another worker). The claim
+  is the lock: two workers never hold the same row.
 * heartbeat / finish / fail / release only touch a row this worker still owns
   (``worker = me AND state = 'running'``), so a worker that lost its claim cannot overwrite the
   reclaimer's result.
@@ -23,59 +25,9 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 from dlf.errors import DLFError
+from dlf.cluster.queue_schema import CLAIM, MINE, REAP, STATES, TABLE, ensure_schema
 
-TABLE = "dlf_queue"
-STATES = ("pending", "running", "done", "failed")
 IDLE_PING_S = 10.0  # check a connection that sat idle this long before using it
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS {TABLE} (
-    key           TEXT PRIMARY KEY,
-    seq           BIGSERIAL,
-    study         TEXT NOT NULL,
-    name          TEXT NOT NULL,
-    spec          JSONB NOT NULL,
-    tracking_uri  TEXT,
-    state         TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending','running','done','failed')),
-    worker        TEXT,
-    workers       TEXT[] NOT NULL DEFAULT '{{}}',
-    attempts      INTEGER NOT NULL DEFAULT 0,
-    max_attempts  INTEGER NOT NULL DEFAULT 3,
-    stale_s       REAL,
-    enqueued_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
-    claimed_at    TIMESTAMPTZ,
-    heartbeat_at  TIMESTAMPTZ,
-    finished_at   TIMESTAMPTZ,
-    run_id        TEXT,
-    seconds       REAL,
-    error         TEXT
-);
-CREATE INDEX IF NOT EXISTS {TABLE}_state_seq ON {TABLE} (state, seq);
-"""
-
-# Rows whose owner went silent but have no attempt left are failed, not claimed again.
-_REAP = f"""
-UPDATE {TABLE} SET state = 'failed', finished_at = now(),
-    error = 'worker ' || worker || ' stopped heartbeating; no attempt left (' || attempts || '/' || max_attempts || ')'
-WHERE state = 'running' AND heartbeat_at < now() - make_interval(secs => stale_s)
-  AND attempts >= max_attempts AND (%(study)s::text IS NULL OR study = %(study)s)
-"""
-
-_CLAIM = f"""
-UPDATE {TABLE} AS q SET state = 'running', worker = %(worker)s, workers = array_append(q.workers, %(worker)s),
-    attempts = q.attempts + 1, stale_s = %(stale)s, claimed_at = now(), heartbeat_at = now(),
-    error = CASE WHEN q.state = 'running' THEN 'reclaimed from ' || q.worker || ' (no heartbeat)' ELSE q.error END
-WHERE q.key = (
-    SELECT key FROM {TABLE}
-    WHERE (state = 'pending'
-           OR (state = 'running' AND heartbeat_at < now() - make_interval(secs => stale_s)
-               AND attempts < max_attempts))
-      AND (%(study)s::text IS NULL OR study = %(study)s)
-    ORDER BY seq FOR UPDATE SKIP LOCKED LIMIT 1)
-RETURNING q.key, q.study, q.name, q.spec, q.tracking_uri, q.attempts, q.max_attempts
-"""
-
-_MINE = "key = %(key)s AND worker = %(worker)s AND state = 'running'"
 
 
 @dataclass(frozen=True)
@@ -105,6 +57,11 @@ class QueueRow:
     run_id: str | None
     seconds: float | None
     error: str | None
+
+
+def _mine(claim: Claim, worker: str, **more: Any) -> dict[str, Any]:
+    """The parameters of ``MINE``: the claim's row, owned by ``worker``."""
+    return {"study": claim.study, "key": claim.key, "worker": worker, **more}
 
 
 def redact(url: str) -> str:
@@ -219,21 +176,21 @@ class Queue:
             self.conn = connect(self.url, self.option)
 
     def ensure_schema(self) -> None:
+        """Create the table, or bring one made by an older dlf-ablate to per-study rows."""
         with self.transaction() as cur:
-            # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog: serialise it.
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (TABLE,))
-            cur.execute(_SCHEMA)
+            ensure_schema(cur, f"{self.option} {redact(self.url)}")
 
     def enqueue(self, rows: list[tuple[str, str, str, dict]], tracking_uri: str | None,
                 max_attempts: int = 3) -> dict[str, int]:
-        """Insert ``(key, study, name, spec_dict)`` rows; counts of added, requeued and kept rows."""
+        """Insert ``(key, study, name, spec_dict)`` rows; counts of added, requeued and kept rows.
+        A row is one (study, key): the same key in another study is another row."""
         from psycopg2.extras import Json, execute_values
 
         if max_attempts < 1:
             raise DLFError(f"--max-attempts {max_attempts}: must be at least 1")
         values = [(k, s, n, Json(spec), tracking_uri, max_attempts) for k, s, n, spec in rows]
         sql = (f"INSERT INTO {TABLE} AS q (key, study, name, spec, tracking_uri, max_attempts) VALUES %s "
-               "ON CONFLICT (key) DO UPDATE SET state = 'pending', attempts = 0, worker = NULL, error = NULL, "
+               "ON CONFLICT (study, key) DO UPDATE SET state = 'pending', attempts = 0, worker = NULL, error = NULL, "
                "spec = EXCLUDED.spec, tracking_uri = EXCLUDED.tracking_uri, max_attempts = EXCLUDED.max_attempts "
                "WHERE q.state = 'failed' RETURNING (xmax = 0)")
         with self.transaction() as cur:
@@ -245,53 +202,59 @@ class Queue:
               decode: Callable[[dict], Any] = dict) -> Claim | None:
         """Claim the next run, or None when nothing is claimable now.
 
-        The spec is decoded inside the claiming transaction: a row that does not decode is failed
-        in the same transaction (and the next row tried), so no row is ever left half-claimed.
+        The spec is decoded inside the claiming transaction: a row that does not decode, or whose
+        spec names another study than the row (the run would be tracked under that study), is
+        failed in the same transaction (and the next row tried), so no row is left half-claimed.
         """
         args = {"worker": worker, "stale": float(stale_s), "study": study}
         while True:
             with self.transaction() as cur:
-                cur.execute(_REAP, args)
-                cur.execute(_CLAIM, args)
+                cur.execute(REAP, args)
+                cur.execute(CLAIM, args)
                 row = cur.fetchone()
                 if row is None:
                     return None
                 key, study_name, name, spec, uri, attempts, max_attempts = row
                 try:
+                    if isinstance(spec, dict) and spec.get("study", study_name) != study_name:
+                        raise ValueError(f"it names study {spec['study']!r}, the queue row {study_name!r}")
                     return Claim(key, study_name, name, decode(spec), uri, attempts, max_attempts)
                 except Exception as err:  # noqa: BLE001 - any decode failure is this row's failure
                     cur.execute(f"UPDATE {TABLE} SET state = 'failed', finished_at = now(), error = %s "
-                                f"WHERE key = %s", (f"cannot decode the run spec: {err}", key))
+                                "WHERE study = %s AND key = %s",
+                                (f"cannot decode the run spec: {err}", study_name, key))
 
-    def heartbeat(self, key: str, worker: str) -> bool:
+    # The row updates below take the claim (its study and key) and touch the row only while
+    # ``worker`` still owns it.
+    def heartbeat(self, claim: Claim, worker: str) -> bool:
         """Refresh this worker's claim; False when it no longer owns the row."""
         with self.transaction() as cur:
-            cur.execute(f"UPDATE {TABLE} SET heartbeat_at = now() WHERE {_MINE}", {"key": key, "worker": worker})
+            cur.execute(f"UPDATE {TABLE} SET heartbeat_at = now() WHERE {MINE}", _mine(claim, worker))
             return cur.rowcount == 1
 
-    def finish(self, key: str, worker: str, run_id: str | None, seconds: float | None) -> bool:
+    def finish(self, claim: Claim, worker: str, run_id: str | None, seconds: float | None) -> bool:
         with self.transaction() as cur:
             cur.execute(f"UPDATE {TABLE} SET state = 'done', finished_at = now(), run_id = %(run_id)s, "
-                        f"seconds = %(seconds)s, error = NULL WHERE {_MINE}",
-                        {"key": key, "worker": worker, "run_id": run_id, "seconds": seconds})
+                        f"seconds = %(seconds)s, error = NULL WHERE {MINE}",
+                        _mine(claim, worker, run_id=run_id, seconds=seconds))
             return cur.rowcount == 1
 
-    def fail(self, key: str, worker: str, error: str) -> str | None:
+    def fail(self, claim: Claim, worker: str, error: str) -> str | None:
         """Record a failed attempt: back to pending while attempts remain, else failed. The new state."""
         with self.transaction() as cur:
             cur.execute(f"UPDATE {TABLE} SET error = %(error)s, worker = NULL, "
                         "state = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END, "
                         "finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE now() END "
-                        f"WHERE {_MINE} RETURNING state", {"key": key, "worker": worker, "error": error})
+                        f"WHERE {MINE} RETURNING state", _mine(claim, worker, error=error))
             row = cur.fetchone()
             return row[0] if row else None
 
-    def release(self, key: str, worker: str, reason: str) -> bool:
+    def release(self, claim: Claim, worker: str, reason: str) -> bool:
         """Give a claimed run back untried (stopped worker, unreachable tracking server)."""
         with self.transaction() as cur:
             cur.execute(f"UPDATE {TABLE} SET state = 'pending', worker = NULL, error = %(reason)s, "
-                        f"attempts = greatest(attempts - 1, 0) WHERE {_MINE}",
-                        {"key": key, "worker": worker, "reason": reason})
+                        f"attempts = greatest(attempts - 1, 0) WHERE {MINE}",
+                        _mine(claim, worker, reason=reason))
             return cur.rowcount == 1
 
     def counts(self, study: str | None = None) -> dict[str, int]:

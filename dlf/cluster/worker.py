@@ -43,6 +43,7 @@ class WorkerOptions:
     follow: bool = False  # keep polling when the queue is drained
     poll: float = 5.0  # seconds between claims while nothing is claimable
     stale: float = 60.0  # others may reclaim this worker's run after this long without a heartbeat
+    heartbeat: float | None = None  # seconds between heartbeats; None: heartbeat_interval(stale)
     device: str = "auto"
     threads: int | None = None
     data_root: str | None = None
@@ -107,8 +108,8 @@ class _Signals:
 class _Heartbeat:
     """Refreshes one claim from a thread, on its own connection, until the run ends."""
 
-    def __init__(self, queue: Queue, key: str, worker: str, interval: float, on_lost: Callable[[], None]):
-        self.queue, self.key, self.worker, self.interval, self.on_lost = queue, key, worker, interval, on_lost
+    def __init__(self, queue: Queue, claim: Claim, worker: str, interval: float, on_lost: Callable[[], None]):
+        self.queue, self.claim, self.worker, self.interval, self.on_lost = queue, claim, worker, interval, on_lost
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dlf-heartbeat", daemon=True)
 
@@ -123,7 +124,7 @@ class _Heartbeat:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                owned = self.queue.heartbeat(self.key, self.worker)
+                owned = self.queue.heartbeat(self.claim, self.worker)
             except Exception:  # noqa: BLE001 - database briefly unreachable: try again next beat
                 continue
             if not owned:
@@ -231,7 +232,7 @@ class Worker:
             while sig.stop is None:
                 claim = queue.claim(self.id, self.opts.stale, self.opts.study, self.runs.decode)
                 if claim is not None and sig.stop is not None:  # stopped during the claim itself
-                    _retry(lambda: queue.release(claim.key, self.id, f"worker {self.id} stopped by {sig.stop}"))
+                    _retry(lambda: queue.release(claim, self.id, f"worker {self.id} stopped by {sig.stop}"))
                 elif claim is not None:
                     self._process(queue, beats, sig, claim)
                 elif self.opts.follow or not self._drained(queue):
@@ -257,10 +258,10 @@ class Worker:
         except DLFError as err:
             self._give_back(queue, claim, str(err))
         self.say(f"{self.id}: {claim.name} (attempt {claim.attempts}/{claim.max_attempts})")
-        interval = heartbeat_interval(self.opts.stale)
+        interval = self.opts.heartbeat or heartbeat_interval(self.opts.stale)
         on_lost = sig.claim_lost if sig._old else (lambda: None)
         try:
-            with _Heartbeat(beats, claim.key, self.id, interval, on_lost):
+            with _Heartbeat(beats, claim, self.id, interval, on_lost):
                 sig.in_run = True
                 outcome = self.runs.execute(spec, uri, self.runtime)
                 sig.in_run = False
@@ -269,7 +270,7 @@ class Worker:
                 # the failure is the stop's doing, not the run's.
                 raise WorkerStop(sig.stop)
         except WorkerStop:
-            _retry(lambda: queue.release(claim.key, self.id, f"worker {self.id} stopped by {sig.stop}"))
+            _retry(lambda: queue.release(claim, self.id, f"worker {self.id} stopped by {sig.stop}"))
             self.say(f"{self.id}: stopped by {sig.stop}; released {claim.name}")
             return
         except ClaimLost:
@@ -282,7 +283,7 @@ class Worker:
 
     def _record(self, queue: Queue, claim: Claim, spec: Any, outcome: Any, uri: str) -> None:
         if outcome.status in ("finished", "cached"):
-            if not _retry(lambda: queue.finish(claim.key, self.id, outcome.run_id, outcome.seconds)):
+            if not _retry(lambda: queue.finish(claim, self.id, outcome.run_id, outcome.seconds)):
                 self.report.lost.append(claim.name)  # reclaimed meanwhile: the new owner records it
                 self.say(f"{self.id}: {claim.name} {outcome.status}, but another worker had reclaimed it")
                 return
@@ -298,11 +299,11 @@ class Worker:
 
     def _give_back(self, queue: Queue, claim: Claim, problem: str) -> None:
         """A problem of this host, not of the run: release the row untried and stop this worker."""
-        _retry(lambda: queue.release(claim.key, self.id, problem))
+        _retry(lambda: queue.release(claim, self.id, problem))
         raise DLFError(f"{problem}; released {claim.name} back to the queue")
 
     def _failed(self, queue: Queue, claim: Claim, error: str) -> str | None:
-        state = _retry(lambda: queue.fail(claim.key, self.id, error))
+        state = _retry(lambda: queue.fail(claim, self.id, error))
         self.report.failed.append((claim.name, error))
         if state == "failed":
             self.report.gave_up.append(claim.name)

@@ -1,15 +1,18 @@
 """Execute one run spec safely: claim its key, skip it when done, else train, track and finish.
 
-Claim safety: a per-key OS file lock (``flock`` under ``<state>/locks/``, see
-:func:`dlf.tracking.local_state_dir`) is held for the whole check-train-finish sequence. The
-kernel drops the lock when its process dies, SIGKILL included, so a lock can never go stale, and
-whoever holds it knows that a seed run with the same key still marked RUNNING belongs to a dead
-process: it is marked FAILED and the key is trained again. Two local processes therefore never
-train the same key at once, and a FINISHED key is never trained twice. (Across machines the
-cluster queue claims keys; this lock only covers one host.)
+Claim safety: an OS file lock per (study, run key) (``flock`` under ``<state>/locks/``, see
+:func:`dlf.tracking.local_state_dir`) is held for the whole check-train-finish sequence. Per study,
+because that sequence looks for the key in the study's own experiment: the same configuration in
+two studies is two runs, which must not wait on each other. The kernel drops the lock when its
+process dies, SIGKILL included, so a lock can never go stale, and whoever holds it knows that a
+seed run with the same key still marked RUNNING belongs to a dead process: it is marked FAILED and
+the key is trained again. Two local processes therefore never train the same key of a study at
+once, and a FINISHED key is never trained twice in a study. (Across machines the cluster queue
+claims (study, key) rows; this lock only covers one host.)
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping
@@ -40,7 +43,7 @@ class RunOutcome:
 
 
 def key_lock(key: str, tracking_uri: str):
-    """The OS file lock of run key ``key`` for the store ``tracking_uri``."""
+    """The OS file lock named ``key`` for the store ``tracking_uri``."""
     from filelock import FileLock
 
     folder = tracking.local_state_dir(tracking_uri) / "locks"
@@ -48,6 +51,12 @@ def key_lock(key: str, tracking_uri: str):
     # preserve_lock_file: never unlink (no unlink-while-waiting race) and never fall back to a
     # "soft" lock that a killed process would leave behind.
     return FileLock(folder / f"{key}.lock", preserve_lock_file=True, thread_local=False)
+
+
+def run_lock(spec, tracking_uri: str):
+    """The lock of ``spec``'s key within its study (the study hashed: any name makes a file name)."""
+    study = hashlib.sha256(spec.study.encode()).hexdigest()[:16]
+    return key_lock(f"{study}-{spec.key}", tracking_uri)
 
 
 def execute_run(spec, tracking_uri: str, runtime=None, on_epoch: Callable[[int, dict], None] | None = None,
@@ -60,7 +69,7 @@ def execute_run(spec, tracking_uri: str, runtime=None, on_epoch: Callable[[int, 
     from filelock import Timeout
 
     start = time.monotonic()
-    lock = key_lock(spec.key, tracking_uri)
+    lock = run_lock(spec, tracking_uri)
     try:
         lock.acquire(timeout=-1 if wait else 0)
     except Timeout:
@@ -150,11 +159,11 @@ def _fail_abandoned(c, runs, reason: str) -> None:
 
 
 def mark_abandoned(spec, tracking_uri: str, reason: str, timeout: float = 30.0) -> None:
-    """Mark ``spec``'s RUNNING seed runs FAILED (after its worker died); a no-op if the key is
+    """Mark ``spec``'s RUNNING seed runs FAILED (after its worker died); a no-op if the run is
     locked by a live process, which then owns it."""
     from filelock import Timeout
 
-    lock = key_lock(spec.key, tracking_uri)
+    lock = run_lock(spec, tracking_uri)
     try:
         lock.acquire(timeout=timeout)
     except Timeout:
