@@ -3,12 +3,12 @@
 A dataset ``spec`` is ``mosi`` / ``mosei`` (MMSA layout under the data root:
 ``<root>/MOSI/Processed/aligned_50.pkl`` or ``unaligned_50.pkl``), ``synthetic-mosi`` /
 ``synthetic-mosei`` (generated on first use and cached, see :mod:`dlf.synthetic`), or a path to
-a pickle. Every file is validated on load; bad input raises one-line :class:`DLFError` naming the
-file, split and key, and the fix.
+a pickle. Files are read with :mod:`dlf.safe_pickle` (containers, strings, numbers and numpy
+arrays only: a hostile pickle is refused before it runs anything) and validated on load; bad
+input raises one-line :class:`DLFError` naming the file, split and key, and the fix.
 """
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ from dlf.config import DataConfig
 from dlf.errors import DLFError
 from dlf.data.fingerprint import file_fingerprint
 from dlf.resources import data_root as resolve_root
+from dlf.data.safe_pickle import load_file
 from dlf.data.synthetic import META_KEY, SPLITS, ensure_synthetic
 
 if TYPE_CHECKING:
@@ -94,8 +95,7 @@ def load_dataset(spec: str, data: DataConfig = DataConfig(), data_root=None) -> 
     raw = raw if raw is not None else read_pickle(ref.path)
     splits, layout = {}, {}
     for name in SPLITS:
-        layout[name] = {k: (tuple(np.shape(v)), str(getattr(v, "dtype", type(v).__name__)))
-                        for k, v in raw[name].items()}
+        layout[name] = {k: (_shape(v), str(getattr(v, "dtype", type(v).__name__))) for k, v in raw[name].items()}
         splits[name] = _convert_split(ref.path, name, raw[name])
         raw[name] = None  # free the stored arrays split by split (full MOSEI is several GB)
     _check_consistent(ref.path, splits)
@@ -133,15 +133,8 @@ def label_histogram(labels) -> np.ndarray:
 
 
 def read_pickle(path: Path) -> dict:
-    """The top-level dict of an MMSA pickle, with its three splits checked to be dicts."""
-    try:
-        with open(path, "rb") as fh:
-            raw = pickle.load(fh)
-    except OSError as err:
-        raise DLFError(f"{path}: cannot read ({err.strerror or err}); check the path and permissions") from None
-    except Exception as err:  # unpickling can fail with almost any exception type
-        raise DLFError(f"{path}: not a readable pickle ({type(err).__name__}: {_short(err)}); the file is "
-                       "truncated or not an MMSA .pkl: download or regenerate it") from None
+    """The top-level dict of an MMSA pickle (restricted unpickling), with its three splits checked to be dicts."""
+    raw = load_file(path)
     if not isinstance(raw, dict):
         raise DLFError(f"{path}: top level is a {type(raw).__name__}, not a dict; an MMSA pickle is a dict "
                        "with splits train, valid and test")
@@ -183,12 +176,25 @@ def _inspect(path: Path) -> tuple[DatasetRef, dict | None]:
     train = raw["train"]
     family = meta.get("family") if meta else None
     if family not in FAMILIES:
-        widths = tuple(np.shape(train.get(k))[-1] if np.ndim(train.get(k)) == 3 else None
-                       for k in ("audio", "vision"))
+        widths = tuple(_width(train.get(k)) for k in ("audio", "vision"))
         family = WIDTHS.get(widths) or _family_from_name(path.name)
     aligned = "audio_lengths" not in train and "vision_lengths" not in train
     _INSPECTED[memo] = DatasetRef(path.stem, path, family, meta is not None, aligned)
     return _INSPECTED[memo], raw
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    """Stored shape for the layout table; a ragged list (numpy gives it no shape) shows its length."""
+    try:
+        return tuple(np.shape(value))
+    except ValueError:
+        return (len(value),)
+
+
+def _width(value: Any) -> int | None:
+    """Last dimension of a rank-3 array, else None (ragged or other input is reported on conversion)."""
+    shape = _shape(value)
+    return shape[-1] if len(shape) == 3 else None
 
 
 def _family_from_name(name: str) -> str:
@@ -219,14 +225,41 @@ def _error(path: Path, split: str, key: str, problem: str, fix: str) -> DLFError
     return DLFError(f"{path}: split '{split}', key '{key}': {problem}; {fix}")
 
 
-def _numeric(path: Path, split: str, key: str, value: Any, rank: int, n: int | None) -> np.ndarray:
-    """``value`` as a numeric ndarray of the given rank (and first dimension ``n``), not yet cast."""
+def _asarray(path: Path, split: str, key: str, value: Any) -> np.ndarray:
+    """``value`` as one ndarray: nested lists and object arrays of equal-shape rows are stacked."""
     try:
         arr = np.asarray(value)
-        if arr.dtype == object:
-            arr = arr.astype(np.float64)
+        if arr.dtype == object:  # e.g. an object array holding one float array per sample
+            arr = np.asarray(arr.tolist(), dtype=np.float64)
     except (TypeError, ValueError):
+        ragged = _ragged(value)
+        if ragged:
+            raise _error(path, split, key, f"ragged rows ({ragged})", "pad every sample to the same shape "
+                         "(MMSA stores one array per key, zero-padded past each sample's length)") from None
         raise _error(path, split, key, "values are not numeric", "store a float array") from None
+    return arr
+
+
+def _ragged(value: Any) -> str | None:
+    """Where rows differ in shape ('sample 0 has shape (50, 5), sample 3 (48, 5)'), else None."""
+    if not isinstance(value, (list, tuple, np.ndarray)) or (isinstance(value, np.ndarray) and value.ndim == 0):
+        return None
+    first = None
+    for i, row in enumerate(value):
+        try:
+            shape = tuple(np.shape(row))
+        except ValueError:
+            return f"sample {i} is itself ragged"
+        if first is None:
+            first = shape
+        elif shape != first:
+            return f"sample 0 has shape {first}, sample {i} {shape}"
+    return None
+
+
+def _numeric(path: Path, split: str, key: str, value: Any, rank: int, n: int | None) -> np.ndarray:
+    """``value`` as a numeric ndarray of the given rank (and first dimension ``n``), not yet cast."""
+    arr = _asarray(path, split, key, value)
     if arr.dtype.kind not in "fiub":
         raise _error(path, split, key, f"dtype {arr.dtype} is not numeric", "store a float array")
     if arr.ndim != rank:
@@ -257,7 +290,7 @@ def _features(path: Path, split: str, key: str, value: Any, n: int) -> np.ndarra
 
 
 def _labels(path: Path, split: str, value: Any) -> np.ndarray:
-    arr = np.asarray(value)
+    arr = _asarray(path, split, "regression_labels", value)
     if arr.ndim == 2 and arr.shape[1] == 1:  # (N, 1) as some exports store them
         arr = arr[:, 0]
     arr = _numeric(path, split, "regression_labels", arr, 1, None).astype(np.float32)
@@ -295,7 +328,10 @@ def _lengths(path: Path, split: str, key: str, value: Any, n: int, t_max: int) -
 
 
 def _strings(path: Path, split: str, key: str, value: Any, n: int) -> list[str]:
-    arr = np.asarray(value, dtype=object).reshape(-1) if not isinstance(value, list) else value
+    try:
+        arr = np.asarray(value, dtype=object).reshape(-1) if not isinstance(value, list) else value
+    except ValueError:  # e.g. a tuple of arrays of different shapes
+        raise _error(path, split, key, "not one entry per sample", "store a list or 1-D array of strings") from None
     if len(arr) != n:
         raise _error(path, split, key, f"{len(arr)} entries but regression_labels has {n}",
                      "every key of a split needs one row per sample")
@@ -310,7 +346,3 @@ def _check_consistent(path: Path, splits: dict[str, Split]) -> None:
             if getattr(sp, key).shape[1:] != getattr(ref, key).shape[1:]:
                 raise _error(path, name, key, f"shape {tuple(getattr(sp, key).shape[1:])} per sample but train "
                              f"has {tuple(getattr(ref, key).shape[1:])}", "all splits need the same layout")
-
-
-def _short(err: Exception) -> str:
-    return " ".join(str(err).split())[:120] or "no detail"
