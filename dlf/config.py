@@ -37,9 +37,12 @@ class TrainConfig:
     weight_decay: float = 0.0  # the official config's weight_decay is never read: Adam without decay
     batch_size: int = 16  # micro-batch
     accumulation: int = 10  # micro-batches per optimizer step (effective batch 160)
-    clip_value: float = 0.6  # element-wise gradient value clipping after every micro-batch
+    clip_value: float = 0.6  # element-wise gradient value clipping after every micro-batch; 0 = no clipping
     max_epochs: int = 100  # the official loop has no cap; patience ends it long before
     patience: int = 10  # early stopping on validation MAE
+    scheduler: Literal["plateau", "none"] = "plateau"  # ReduceLROnPlateau on the validation loss, or a fixed lr
+    val_loss: Literal["mae", "mse"] = "mae"  # what selection, early stopping and the scheduler minimise
+    val_decimals: int = 0  # the validation loss rounded to this many decimals first (MMSA: 4); 0 = exact
     plateau_factor: float = 0.5
     plateau_patience: int = 5
     min_delta: float = 1e-6  # "better" means at least this much lower validation loss

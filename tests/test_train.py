@@ -112,10 +112,11 @@ def test_accumulation_clipping_and_discarded_leftovers_follow_the_official_loop(
     monkeypatch.setattr(torch.optim.Adam, "zero_grad", zero)
     monkeypatch.setattr(torch.nn.utils, "clip_grad_value_", clip)
     cfg = cfg_for({"train.max_epochs": 2, "train.accumulation": 3, "train.clip_value": 0.05})
-    import dlf.models.dlf.losses
+    from dlf.models.dlf.model import DLF
 
-    real_terms, forwards = dlf.models.dlf.losses.loss_terms, []
-    monkeypatch.setattr(dlf.models.dlf.losses, "loss_terms", lambda *a, **k: forwards.append(1) or real_terms(*a, **k))
+    real_forward, forwards = DLF.forward, []  # training forwards compute the loss outputs; evaluation's do not
+    monkeypatch.setattr(DLF, "forward", lambda self, *a, with_losses=True: (
+        forwards.append(1) if with_losses else None) or real_forward(self, *a, with_losses=with_losses))
     train_run(cfg, tiny, CPU1)
     n_micro = -(-len(tiny.splits["train"]) // 16)  # 51 samples -> 4 micro-batches: one step, one leftover
     # value clipping after every micro-batch backward; the leftover's gradients, which the official

@@ -25,14 +25,15 @@ def convert_official(
     pretrained: Optional[str] = typer.Option(
         None, "--pretrained", help="BERT name or folder whose config to use (BERT checkpoints; default: inferred)."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
+    family: str = typer.Option("dlf", "--family", help="Model family whose reference code saved the weights."),
 ) -> None:
-    """Convert the authors' DLF weights into a dlf-ablate checkpoint (unused official modules are dropped)."""
+    """Convert weights saved by a family's reference code (the authors' DLF, MMSA) into a dlf-ablate checkpoint."""
     from dlf.train.convert import convert_official as run
 
-    conv = run(checkpoint, dataset, out, data_root=data_root, pretrained=pretrained, overwrite=force)
+    conv = run(checkpoint, dataset, out, data_root=data_root, pretrained=pretrained, overwrite=force, family=family)
     m = conv.config.model
-    typer.echo(f"wrote {out}: {conv.config.model.text_encoder} text mode, kernel {m.conv_kernel}, "
-               f"dims {conv.dims}, lengths {conv.seq_lens}")
+    kernel = f", kernel {m.conv_kernel}" if hasattr(m, "conv_kernel") else ""
+    typer.echo(f"wrote {out}: {m.family}, {m.text_encoder} text mode{kernel}, dims {conv.dims}, lengths {conv.seq_lens}")
     for note in conv.notes:
         typer.echo(f"note: {note}")
 
@@ -45,13 +46,18 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     data_root: Optional[Path] = DataRootOpt,
     device: str = typer.Option("cpu", "--device", help="cpu, auto (CUDA when available), cuda or cuda:N."),
+    outputs: Optional[Path] = typer.Option(
+        None, "--outputs", help="Write every named output of the model per sample (with id, label) to this .npz."),
 ) -> None:
-    """Metrics of a saved model on one split, and optionally its per-sample predictions."""
-    from dlf.train.checkpoint import evaluate_checkpoint, write_predictions
+    """Metrics of a saved model on one split, and optionally its per-sample predictions and outputs."""
+    from dlf.train.checkpoint import evaluate_checkpoint, write_outputs, write_predictions
 
-    result = evaluate_checkpoint(checkpoint, dataset, split, data_root=data_root, device=device)
+    result = evaluate_checkpoint(checkpoint, dataset, split, data_root=data_root, device=device,
+                                 outputs=outputs is not None)
     if predictions is not None:
         write_predictions(predictions, result.ids, result.labels, result.preds)
+    if outputs is not None:
+        write_outputs(outputs, result)
     if as_json:
         typer.echo(json.dumps({"dataset": result.dataset, "split": split, "n": len(result.ids),
                                "metrics": result.metrics, "predictions": str(predictions) if predictions else None}))

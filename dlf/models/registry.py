@@ -29,7 +29,8 @@ from typing import Any, Callable, Mapping
 from dlf.errors import DLFError
 
 __all__ = ["FamilySpec", "ModelFamily", "Converted", "register", "family_spec", "family_names", "implementation",
-           "family_of", "build_model", "prediction"]
+           "family_of", "build_model", "prediction",
+           "named_outputs"]
 
 # name -> module that registers it (imported on first use)
 BUILTIN: dict[str, str] = {"dlf": "dlf.models.dlf"}
@@ -53,6 +54,7 @@ class ModelFamily:
     prediction: Callable[[Any], Any]  # outputs -> (B,) the prediction the metrics read
     summary: Callable[[Any], dict]  # model -> {"total", "text_encoder", "components": {name: N}}
     convert_official: Callable[..., Any] | None = None  # (state, corpus, pretrained, source) -> Converted
+    param_groups: Callable[..., list] | None = None  # (model, cfg) -> Adam groups; default: every trainable one
 
 
 _SPECS: dict[str, FamilySpec] = {}
@@ -147,6 +149,20 @@ def build_model(cfg: Any, dims: Mapping[str, int], seq_lens: Mapping[str, int], 
     if getattr(model, "family", None) != cfg.model.family:
         model.family = cfg.model.family
     return model
+
+
+def named_outputs(outputs: Any, prefix: str = "") -> dict[str, Any]:
+    """A model's outputs as a flat ``{name: tensor}`` (a dict or a dataclass of tensors, nested dicts
+    named ``outer.inner``; absent ones left out): what ``evaluate --outputs`` saves."""
+    items = outputs.items() if isinstance(outputs, Mapping) else (
+        ((f.name, getattr(outputs, f.name)) for f in fields(outputs)) if is_dataclass(outputs) else ())
+    flat: dict[str, Any] = {}
+    for name, value in items:
+        if isinstance(value, Mapping) or is_dataclass(value):
+            flat.update(named_outputs(value, f"{prefix}{name}."))
+        elif hasattr(value, "shape"):
+            flat[f"{prefix}{name}"] = value
+    return flat
 
 
 def prediction(model: Any, outputs: Any):

@@ -134,13 +134,14 @@ class Evaluation:
     preds: np.ndarray
     dataset: str  # display name ("MOSI", "synthetic-MOSI", ...)
     split: str
+    outputs: dict[str, np.ndarray] | None = None  # every named output per sample, when asked for
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, split: str = "test", data_root: Any = None,
-                        device: str = "cpu", batch_size: int | None = None) -> Evaluation:
+                        device: str = "cpu", batch_size: int | None = None, outputs: bool = False) -> Evaluation:
     """``msa_metrics`` of a saved model on ``split`` of ``dataset`` (loaded with the checkpoint's data config)."""
     from dlf.data.mmsa import load_dataset
-    from dlf.train.evaluation import SplitTensors, evaluate
+    from dlf.train.evaluation import SplitTensors, all_outputs, evaluate
     from dlf.train.loop import resolve_device
 
     dev = resolve_device(device)
@@ -151,8 +152,15 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, split: str 
     _check_shapes(Path(checkpoint), meta, cfg, ds, dataset)
     data = SplitTensors.from_split(ds.splits[split], cfg.model.text_encoder, dev)
     preds, metrics = evaluate(model, data, batch_size or cfg.train.eval_batch_size)
+    named = all_outputs(model, data, batch_size or cfg.train.eval_batch_size) if outputs else None
     return Evaluation(metrics, list(ds.splits[split].ids), data.labels_numpy(), np.asarray(preds, dtype=np.float32),
-                      ds.display_name, split)
+                      ds.display_name, split, named)
+
+
+def write_outputs(path: str | os.PathLike, result: Evaluation) -> Path:
+    """An ``.npz`` of every named output (keys as the family names them) plus ``id`` and ``label``."""
+    arrays = {**(result.outputs or {}), "id": np.asarray(result.ids, dtype=str), "label": result.labels}
+    return atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def _check_shapes(path: Path, meta: Mapping, cfg: RunConfig, ds: Any, spec: str) -> None:

@@ -16,7 +16,7 @@ from dlf.models.registry import prediction
 from dlf.forkpool import ForkPool
 from dlf.train.lanes import BatchPool
 
-__all__ = ["SplitTensors", "predict", "evaluate"]
+__all__ = ["SplitTensors", "predict", "evaluate", "all_outputs"]
 
 
 @dataclass
@@ -82,6 +82,24 @@ def _predict_batch(model: torch.nn.Module, data: SplitTensors, item: tuple[int, 
     with torch.inference_mode():
         out = model(data.text[sl], data.audio[sl], data.vision[sl], with_losses=False)
         return prediction(model, out).reshape(-1).float()
+
+
+def all_outputs(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Every named output of the model over the split, batch by batch in order (eval mode, no autograd,
+    loss-only outputs included): for parity checks and feature plots. Batch-first outputs are joined."""
+    from dlf.models.registry import named_outputs
+
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[np.ndarray]] = {}
+    with torch.inference_mode():
+        for start in range(0, data.n, batch_size):
+            sl = slice(start, start + batch_size)
+            out = named_outputs(model(data.text[sl], data.audio[sl], data.vision[sl], with_losses=True))
+            for name, value in out.items():
+                parts.setdefault(name, []).append(value.detach().float().cpu().numpy())
+    model.train(was_training)
+    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
 
 def evaluate(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64, epoch: int | None = None,
