@@ -12,9 +12,10 @@ A family is two halves, so that planning a study never imports torch:
 Every model is called as ``model(text, audio, vision, with_losses=...)`` (``with_losses=False`` at
 inference, when the outputs only the loss terms read may be skipped) and returns its named outputs.
 
-Built-in families are listed in ``BUILTIN``; more are added without touching the package by naming
-their modules (or ``.py`` files) in ``$DLF_FAMILIES`` (os.pathsep- or comma-separated). A family
-module calls :func:`register` when it is imported.
+Built-in families are the sub-packages of ``dlf.models`` (``dlf/models/<name>/``: a light
+``__init__`` that registers the spec, a ``model`` module beside it); more are added without touching
+the package by naming their modules (or ``.py`` files) in ``$DLF_FAMILIES`` (os.pathsep- or
+comma-separated). A family module calls :func:`register` when it is imported.
 """
 from __future__ import annotations
 
@@ -32,8 +33,17 @@ __all__ = ["FamilySpec", "ModelFamily", "Converted", "register", "family_spec", 
            "family_of", "build_model", "prediction",
            "named_outputs"]
 
-# name -> module that registers it (imported on first use)
-BUILTIN: dict[str, str] = {"dlf": "dlf.models.dlf"}
+
+
+def _builtin() -> dict[str, str]:
+    """name -> the sub-package of dlf.models that registers it (listed, not imported)."""
+    import pkgutil
+
+    here = Path(__file__).parent
+    return {m.name: f"dlf.models.{m.name}" for m in pkgutil.iter_modules([str(here)]) if m.ispkg}
+
+
+BUILTIN: dict[str, str] = _builtin()
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,9 @@ class ModelFamily:
     loss_terms: Callable[..., dict]  # (outputs, labels, cfg) -> {"total": ..., term: ...} (weighted total)
     prediction: Callable[[Any], Any]  # outputs -> (B,) the prediction the metrics read
     summary: Callable[[Any], dict]  # model -> {"total", "text_encoder", "components": {name: N}}
-    convert_official: Callable[..., Any] | None = None  # (state, corpus, pretrained, source) -> Converted
+    # (state, corpus, pretrained=None, source=..., dims=..., seq_lens=...) -> Converted; dims and seq_lens
+    # are the dataset's, for families whose weights do not fix them
+    convert_official: Callable[..., Any] | None = None
     param_groups: Callable[..., list] | None = None  # (model, cfg) -> Adam groups; default: every trainable one
 
 

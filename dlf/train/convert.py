@@ -50,9 +50,12 @@ def convert_official(checkpoint: str | Path, dataset: str, out: str | Path, data
     impl = implementation(family)
     if impl.convert_official is None:
         raise DLFError(f"--family {family}: this model family has no reference-checkpoint import")
+    from dlf.config import preset
+
     state = load_official_state(checkpoint)
-    ds = load_dataset(dataset, data_root=data_root)
-    conv = impl.convert_official(state, ds.family, pretrained, source=str(checkpoint))
+    ds = load_dataset(dataset, preset("mosi", family).data, data_root=data_root)  # the family's aligned/unaligned file
+    conv = impl.convert_official(state, ds.family, pretrained, source=str(checkpoint), dims=dict(ds.dims),
+                                 seq_lens=dict(ds.seq_lens))
     for m, name in (("l", "text"), ("a", "audio"), ("v", "vision")):
         want = (conv.dims[m], conv.seq_lens[m])
         have = (ds.dims[m], ds.seq_lens[m])

@@ -107,8 +107,9 @@ def _bert_config(renamed: Mapping[str, torch.Tensor], pretrained: str | None) ->
 
 
 def convert_official_state(state: Mapping[str, torch.Tensor], corpus: str, pretrained: str | None = None,
-                           source: str = "state_dict") -> Converted:
-    """An official DLF state_dict -> a dlf-ablate model (eval mode) under the ``corpus`` preset."""
+                           source: str = "state_dict", dims=None, seq_lens=None) -> Converted:
+    """An official DLF state_dict -> a dlf-ablate model (eval mode) under the ``corpus`` preset. The
+    widths and lengths come from the weights themselves (``dims``/``seq_lens`` are not needed)."""
     from dlf.models.dlf.model import build_model
 
     dims, lens, kernel, d = _geometry({k.removeprefix("module."): v for k, v in state.items()}, source)
