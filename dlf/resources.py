@@ -13,7 +13,7 @@ _PKG = Path(__file__).resolve().parent
 
 
 def resource_dir(name: str) -> Path:
-    """The folder of built-in resources ``name``: 'ablations', 'studies' or 'reports'."""
+    """The folder of built-in resources ``name``: 'ablations', 'studies', 'spaces' or 'reports'."""
     checkout = _PKG.parent / name
     if checkout.is_dir() and (_PKG.parent / "pyproject.toml").is_file():
         return checkout

@@ -21,7 +21,7 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_wheel_contains_builtin_resources(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for folder in ("ablations", "studies"):
+    for folder in ("ablations", "studies", "spaces"):
         shipped = {Path(n).name for n in names if n.startswith(f"dlf/_builtin/{folder}/")}
         assert shipped == {p.name for p in (ROOT / folder).glob("*.yaml")}
     assert "dlf/_builtin/reports/paper_tables.yaml" in names

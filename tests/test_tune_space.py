@@ -3,10 +3,11 @@ import json
 
 import optuna
 import pytest
+import yaml
 
 from dlf.config import RunConfig, apply_overrides
 from dlf.errors import DLFError
-from dlf.tune.space import DEFAULT_SPACE, default_space, load_space, parse_space
+from dlf.tune.space import default_space, load_space, parse_space, space_file
 
 NINE = ["loss.lambda_r", "loss.lambda_s", "loss.lambda_m", "loss.lambda_o", "loss.beta_f", "loss.beta_sh",
         "loss.beta_l", "loss.beta_a", "loss.beta_v"]
@@ -98,7 +99,7 @@ def test_canonical_json_ignores_order_and_sees_every_change():
     c = parse_space({"loss.beta_l": {"low": 0.3, "high": 20.0, "log": True},
                      "loss.lambda_r": {"low": 0.01, "high": 1, "log": True}}, "c")
     assert a.canonical_json() == b.canonical_json() != c.canonical_json()
-    assert json.loads(default_space().canonical_json()).keys() == DEFAULT_SPACE.keys()
+    assert json.loads(default_space().canonical_json()).keys() == yaml.safe_load(space_file('dlf').read_text()).keys()
 
 
 def test_baseline_skips_values_outside_the_space():

@@ -19,24 +19,7 @@ from typing import Any, Mapping
 
 from dlf.config import RunConfig, apply_overrides
 from dlf.errors import DLFError
-from dlf.resources import read_yaml
-
-LOSS_WEIGHTS = ("lambda_r", "lambda_s", "lambda_m", "lambda_o", "beta_f", "beta_sh", "beta_l", "beta_a", "beta_v")
-
-# Default ranges, log-uniform, one decade either side of the official value (0.1, 0.1, 0.01, 0.01;
-# betas 1, 1, 3, 1, 1). beta_f only spans half a decade: Adam is nearly invariant to a global scale of
-# the loss, so the final head's weight mostly acts as the reference the other eight are relative to.
-DEFAULT_SPACE: dict[str, dict[str, Any]] = {
-    "loss.lambda_r": {"low": 0.01, "high": 1.0, "log": True},
-    "loss.lambda_s": {"low": 0.01, "high": 1.0, "log": True},
-    "loss.lambda_m": {"low": 0.001, "high": 0.1, "log": True},
-    "loss.lambda_o": {"low": 0.001, "high": 0.1, "log": True},
-    "loss.beta_f": {"low": 0.3, "high": 3.0, "log": True},
-    "loss.beta_sh": {"low": 0.1, "high": 10.0, "log": True},
-    "loss.beta_l": {"low": 0.3, "high": 30.0, "log": True},
-    "loss.beta_a": {"low": 0.1, "high": 10.0, "log": True},
-    "loss.beta_v": {"low": 0.1, "high": 10.0, "log": True},
-}
+from dlf.resources import read_yaml, resource_dir
 
 _KEYS = {"low", "high", "log", "choices"}
 
@@ -105,9 +88,20 @@ def _get(cfg: RunConfig, path: str) -> Any:
     return obj
 
 
+def space_file(family: str) -> Path:
+    """The shipped default space of a model family: ``spaces/<family>.yaml`` (DLF: its nine loss
+    weights; a baseline: MMSA's published tuning ranges)."""
+    return resource_dir("spaces") / f"{family}.yaml"
+
+
 def default_space(base: RunConfig | None = None) -> SearchSpace:
-    """The nine loss weights, log-uniform around the official values."""
-    return parse_space(DEFAULT_SPACE, "default space", base)
+    """The default search space of ``base``'s model family (DLF when no base is given)."""
+    base = base or RunConfig()
+    path = space_file(base.model.family)
+    if not path.is_file():
+        raise DLFError(f"model family {base.model.family!r} ships no default search space ({path}); "
+                       f"pass --space FILE")
+    return load_space(path, base)
 
 
 def load_space(path: str | Path, base: RunConfig | None = None) -> SearchSpace:
