@@ -17,7 +17,7 @@ Reference, the official code on a 2-core CPU (its model and loss, identity text 
 Benchmark one process at a time: two torch processes on the same cores slow each other down badly.
 
     python benchmarks/train_step.py [--threads 2] [--repeats 5] [--variants full,wo_lfa]
-                                    [--families mosi,mosei] [--batch-workers 1,2t,2p] [--device cpu] [--profile]
+                                    [--corpora mosi,mosei] [--batch-workers 1,2t,2p] [--device cpu] [--profile]
                                     [--no-baseline]
 """
 from __future__ import annotations
@@ -47,8 +47,8 @@ SPLITS = {"mosi": (1284, 229, 686), "mosei": (16326, 1871, 4659)}  # train / val
 BATCH, EVAL_BATCH = 16, 64
 
 
-def random_split(family: str, n: int, device: torch.device, gen: torch.Generator) -> SplitTensors:
-    dims, lens = REFERENCE_SHAPES[family]
+def random_split(corpus: str, n: int, device: torch.device, gen: torch.Generator) -> SplitTensors:
+    dims, lens = REFERENCE_SHAPES[corpus]
     x = [torch.randn(n, lens[m], dims[m], generator=gen).to(device) for m in ("l", "a", "v")]
     labels = (torch.randint(-15, 16, (n,), generator=gen) / 5).to(device)  # the 0.2 label grid of MOSI
     return SplitTensors(*x, labels)
@@ -73,16 +73,16 @@ def time_it(fn, repeats: int, device: torch.device, warmup: int = 1) -> float:
     return statistics.median(wall)
 
 
-def bench_variant(cfg, family: str, repeats: int, device: torch.device, workers: int,
+def bench_variant(cfg, corpus: str, repeats: int, device: torch.device, workers: int,
                   processes: bool | None = None) -> dict[str, float]:
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    dims, lens = REFERENCE_SHAPES[family]
+    dims, lens = REFERENCE_SHAPES[corpus]
     model = build_model(cfg, dims, lens).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.train.lr)
     acc = cfg.train.accumulation
-    train, evals = random_split(family, BATCH * acc, device, gen), random_split(family, EVAL_BATCH * 4, device, gen)
+    train, evals = random_split(corpus, BATCH * acc, device, gen), random_split(corpus, EVAL_BATCH * 4, device, gen)
     runtime = Runtime(device=str(device), batch_workers=workers, batch_processes=processes)
     threads = torch.get_num_threads()
     with torch_settings(device, threads), _batch_pool(model, cfg, device, runtime, (train, evals)) as pool:
@@ -91,42 +91,42 @@ def bench_variant(cfg, family: str, repeats: int, device: torch.device, workers:
         ev = time_it(lambda: predict(model, evals, EVAL_BATCH, pool), repeats, device) / 4
         kind = "p" if isinstance(pool, ForkPool) else "t" if pool.workers > 1 else ""
         setting = f"{pool.workers}x{pool.threads or threads}{kind}"
-    return _figures(family, window / acc, ev, setting)
+    return _figures(corpus, window / acc, ev, setting)
 
 
-def bench_official(cfg, family: str, repeats: int) -> dict[str, float]:
+def bench_official(cfg, corpus: str, repeats: int) -> dict[str, float]:
     """The official-style baseline on the same shapes (CPU, the current thread budget): one window of
     the official loop (backward, clipping, a step per window) and evaluation batches of 64."""
     gen, cpu = torch.Generator().manual_seed(0), torch.device("cpu")
     torch.manual_seed(0)
-    dims, lens = REFERENCE_SHAPES[family]
+    dims, lens = REFERENCE_SHAPES[corpus]
     model = OfficialStyleDLF(cfg.model, dims, lens)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     acc, t = cfg.train.accumulation, cfg.train
-    train, evals = random_split(family, BATCH * acc, cpu, gen), random_split(family, EVAL_BATCH * 4, cpu, gen)
+    train, evals = random_split(corpus, BATCH * acc, cpu, gen), random_split(corpus, EVAL_BATCH * 4, cpu, gen)
     batches = torch.arange(train.n).split(BATCH)
     window = time_it(lambda: official_train_epoch(model, opt, train, batches, acc, t.clip_value, cfg.loss.ortho_chunk),
                      repeats, cpu)
     ev = time_it(lambda: official_evaluate(model, evals, EVAL_BATCH), repeats, cpu) / 4
-    return _figures(family, window / acc, ev, f"1x{torch.get_num_threads()}")
+    return _figures(corpus, window / acc, ev, f"1x{torch.get_num_threads()}")
 
 
-def _figures(family: str, micro: float, ev: float, setting: str) -> dict:
+def _figures(corpus: str, micro: float, ev: float, setting: str) -> dict:
     """ms per micro-step and per eval batch, and the epoch they add up to (seconds)."""
-    n_train, n_val, n_test = SPLITS[family]
+    n_train, n_val, n_test = SPLITS[corpus]
     n_eval = math.ceil(n_val / EVAL_BATCH) + math.ceil(n_test / EVAL_BATCH)
     return {"micro": 1000 * micro, "eval": 1000 * ev, "epoch": math.ceil(n_train / BATCH) * micro + n_eval * ev,
             "setting": setting}
 
 
-def profile_full(family: str, device: torch.device, rows: int = 25) -> None:
+def profile_full(corpus: str, device: torch.device, rows: int = 25) -> None:
     """Top operators of a few training micro-steps of the full model (self time)."""
     from torch.profiler import ProfilerActivity, profile
 
-    cfg = variant_config(family, load_catalogue()["full"])
-    dims, lens = REFERENCE_SHAPES[family]
+    cfg = variant_config(corpus, load_catalogue()["full"])
+    dims, lens = REFERENCE_SHAPES[corpus]
     model = build_model(cfg, dims, lens).to(device).train()
-    data = random_split(family, BATCH, device, torch.Generator().manual_seed(0))
+    data = random_split(corpus, BATCH, device, torch.Generator().manual_seed(0))
     x, labels = (data.text, data.audio, data.vision), data.labels
     for _ in range(3):
         loss_terms(model(*x), labels, cfg)["total"].backward()
@@ -151,7 +151,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch thread budget (default 2)")
     ap.add_argument("--repeats", type=int, default=5, help="timed accumulation windows per measurement (median)")
     ap.add_argument("--variants", default="", help="comma-separated catalogue names (default: all features-mode)")
-    ap.add_argument("--families", default="mosi,mosei", help="dataset shapes: mosi, mosei or both")
+    ap.add_argument("--corpora", default="mosi,mosei", help="dataset shapes: mosi, mosei or both")
     ap.add_argument("--batch-workers", default="1,2t,2p",
                     help="settings to compare: N workers, as threads (Nt), processes (Np) or the default (N)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
@@ -169,32 +169,32 @@ def main() -> None:
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
           + f", thread budget {torch.get_num_threads()}, repeats {args.repeats}, "
           f"micro-batch {BATCH}, eval batch {EVAL_BATCH}")
-    print(f"{'family':7} {'variant':16} {'workers':>8} {'micro-step ms':>14} {'eval-64 ms':>11} {'epoch s':>8}")
+    print(f"{'corpus':7} {'variant':16} {'workers':>8} {'micro-step ms':>14} {'eval-64 ms':>11} {'epoch s':>8}")
     ratios = []
-    for family in args.families.split(","):
+    for corpus in args.corpora.split(","):
         base = None
         if device.type == "cpu" and not args.no_baseline:
-            base = bench_official(variant_config(family, get_variant("full", catalogue)), family, args.repeats)
-            _row(family, "official-style", base)
+            base = bench_official(variant_config(corpus, get_variant("full", catalogue)), corpus, args.repeats)
+            _row(corpus, "official-style", base)
         for name in names:
-            cfg = variant_config(family, get_variant(name, catalogue))
+            cfg = variant_config(corpus, get_variant(name, catalogue))
             if cfg.model.text_encoder != "features":
-                print(f"{family:7} {name:16} skipped: text encoder {cfg.model.text_encoder} (features mode only)")
+                print(f"{corpus:7} {name:16} skipped: text encoder {cfg.model.text_encoder} (features mode only)")
                 continue
             for workers, processes in map(parse_workers, args.batch_workers.split(",")):
-                r = bench_variant(cfg, family, args.repeats, device, workers, processes)
-                _row(family, name, r)
+                r = bench_variant(cfg, corpus, args.repeats, device, workers, processes)
+                _row(corpus, name, r)
                 if base is not None and name == "full":
-                    ratios.append(f"{family} {r['setting']} {r['micro'] / base['micro']:.2f}")
+                    ratios.append(f"{corpus} {r['setting']} {r['micro'] / base['micro']:.2f}")
     print("official code (2-core CPU, 2 threads): MOSI micro-step 280 ms, eval-64 156 ms, epoch ~25 s")
     if ratios:
         print("full model's micro-step / official-style micro-step, same run (target <= 0.5): " + ", ".join(ratios))
     if args.profile:
-        profile_full(args.families.split(",")[0], device)
+        profile_full(args.corpora.split(",")[0], device)
 
 
-def _row(family: str, name: str, r: dict) -> None:
-    print(f"{family:7} {name:16} {r['setting']:>8} {r['micro']:14.1f} {r['eval']:11.1f} {r['epoch']:8.2f}", flush=True)
+def _row(corpus: str, name: str, r: dict) -> None:
+    print(f"{corpus:7} {name:16} {r['setting']:>8} {r['micro']:14.1f} {r['eval']:11.1f} {r['epoch']:8.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -28,12 +28,12 @@ def isolated_environment(tmp_path_factory):
         yield root
 
 
-def _tiny(tmp_path_factory, family: str, aligned: bool, scale: float) -> Path:
+def _tiny(tmp_path_factory, corpus: str, aligned: bool, scale: float) -> Path:
     from dlf.data.synthetic import write_synthetic
 
     kind = "aligned" if aligned else "unaligned"
-    out = tmp_path_factory.mktemp("data") / f"tiny_{family}_{kind}.pkl"
-    return write_synthetic(family, out, aligned=aligned, scale=scale, seed=0)
+    out = tmp_path_factory.mktemp("data") / f"tiny_{corpus}_{kind}.pkl"
+    return write_synthetic(corpus, out, aligned=aligned, scale=scale, seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ It doubles as executable documentation of the tracking contract the report reads
 - a parent run per (variant, dataset): run name ``<variant>@<dataset>``, tag ``dlf.level=parent``;
 - a child run per seed: run name ``<variant>@<dataset>#<seed>``, tags ``dlf.level=seed`` and
   ``mlflow.parentRunId``;
-- tags on both: dlf.study, dlf.variant, dlf.dataset, dlf.family, dlf.synthetic ('true'/'false'),
+- tags on both: dlf.study, dlf.variant, dlf.dataset, dlf.corpus, dlf.synthetic ('true'/'false'),
   dlf.group, dlf.label, dlf.latex, dlf.order; on seed runs also dlf.seed, dlf.run_key,
   dlf.code_version, dlf.data_fingerprint, dlf.env.{torch,cuda,device,python,host};
 - seed-run metrics: per epoch (step = epoch, from 1) train_loss, val_loss, val_<metric>; then the
@@ -64,7 +64,7 @@ def log_study(uri: str, study: str, datasets: dict[str, tuple[str, bool]],
               epochs: int = 3) -> dict[tuple[str, str, int], str]:
     """Log ``slots`` ((variant, dataset, seed) -> Slot; None = parent only, run never started).
 
-    ``datasets`` maps the dataset spec to (family, synthetic). Calling it again for the same study
+    ``datasets`` maps the dataset spec to (corpus, synthetic). Calling it again for the same study
     adds new attempts under the existing parents (a resumed study). Returns slot -> seed run id.
     """
     from mlflow.tracking import MlflowClient
@@ -87,8 +87,8 @@ def log_study(uri: str, study: str, datasets: dict[str, tuple[str, bool]],
     return ids
 
 
-def _common_tags(study: str, v: Variant, dataset: str, family: str, synthetic: bool) -> dict[str, str]:
-    return {"dlf.study": study, "dlf.variant": v.name, "dlf.dataset": dataset, "dlf.family": family,
+def _common_tags(study: str, v: Variant, dataset: str, corpus: str, synthetic: bool) -> dict[str, str]:
+    return {"dlf.study": study, "dlf.variant": v.name, "dlf.dataset": dataset, "dlf.corpus": corpus,
             "dlf.synthetic": "true" if synthetic else "false", "dlf.group": v.group or "",
             "dlf.label": v.label, "dlf.latex": v.latex, "dlf.order": str(v.order)}
 

@@ -28,7 +28,7 @@ if not mlflow_available():
     pytest.skip("the mlflow server module is not installed", allow_module_level=True)
 
 STALE = 3  # seconds: short, so that the killed worker's run is reclaimed quickly
-SEED_TAGS = ("dlf.study", "dlf.variant", "dlf.dataset", "dlf.family", "dlf.synthetic", "dlf.group", "dlf.label",
+SEED_TAGS = ("dlf.study", "dlf.variant", "dlf.dataset", "dlf.corpus", "dlf.synthetic", "dlf.group", "dlf.label",
              "dlf.latex", "dlf.order", "dlf.seed", "dlf.run_key", "dlf.code_version", "dlf.data_fingerprint",
              "dlf.env.torch", "dlf.env.cuda", "dlf.env.device", "dlf.env.python", "dlf.env.host",
              "dlf.level", "mlflow.parentRunId")

@@ -24,7 +24,7 @@ def _raw(path):
 
 def test_load_aligned_mosi(tiny_mosi):
     ds = load_dataset(str(tiny_mosi))
-    assert (ds.family, ds.synthetic, ds.aligned, ds.display_name) == ("mosi", True, True, "synthetic-MOSI")
+    assert (ds.corpus, ds.synthetic, ds.aligned, ds.display_name) == ("mosi", True, True, "synthetic-MOSI")
     assert ds.dims == {"l": 768, "a": 5, "v": 20} and ds.seq_lens == {"l": 50, "a": 50, "v": 50}
     assert [len(ds.splits[s]) for s in ("train", "valid", "test")] == [51, 9, 27]
     sp = ds.splits["train"]
@@ -58,27 +58,27 @@ def test_load_unaligned_mosi_has_lengths(tiny_mosi_unaligned):
 
 def test_mosei_family_and_dims(tiny_mosei):
     ds = load_dataset(str(tiny_mosei))
-    assert ds.family == "mosei" and ds.display_name == "synthetic-MOSEI"
+    assert ds.corpus == "mosei" and ds.display_name == "synthetic-MOSEI"
     assert ds.dims == {"l": 768, "a": 74, "v": 35}
 
 
-@pytest.mark.parametrize("fixture,name,family", [
+@pytest.mark.parametrize("fixture,name,corpus", [
     ("tiny_mosei", "features.pkl", "mosei"),  # widths 74/35
     ("tiny_mosi", "features.pkl", "mosi"),  # widths 5/20
 ])
-def test_family_from_widths_without_metadata(request, mmsa_variant, fixture, name, family):
+def test_family_from_widths_without_metadata(request, mmsa_variant, fixture, name, corpus):
     path = mmsa_variant(request.getfixturevalue(fixture), _drop(META_KEY), name)
     ds = load_dataset(str(path))
-    assert ds.family == family and not ds.synthetic and ds.display_name == family.upper()
+    assert ds.corpus == corpus and not ds.synthetic and ds.display_name == corpus.upper()
 
 
-@pytest.mark.parametrize("name,family", [("my_mosei_feats.pkl", "mosei"), ("other.pkl", "mosi")])
-def test_family_from_file_name_when_widths_are_unknown(tiny_mosi, mmsa_variant, name, family):
+@pytest.mark.parametrize("name,corpus", [("my_mosei_feats.pkl", "mosei"), ("other.pkl", "mosi")])
+def test_family_from_file_name_when_widths_are_unknown(tiny_mosi, mmsa_variant, name, corpus):
     def narrow(d):
         d.pop(META_KEY)
         for s in ("train", "valid", "test"):
             d[s]["audio"] = d[s]["audio"][:, :, :3]
-    assert resolve_dataset(str(mmsa_variant(tiny_mosi, narrow, name))).family == family
+    assert resolve_dataset(str(mmsa_variant(tiny_mosi, narrow, name))).corpus == corpus
 
 
 def test_dtype_variety_is_accepted(tiny_mosi, mmsa_variant):
@@ -101,7 +101,7 @@ def test_named_dataset_under_data_root(tiny_mosi, tmp_path, monkeypatch):
     target.parent.mkdir(parents=True)
     shutil.copy(tiny_mosi, target)
     ref = resolve_dataset("mosi", data_root=tmp_path / "root")
-    assert ref.path == target and ref.family == "mosi" and not ref.synthetic and ref.aligned
+    assert ref.path == target and ref.corpus == "mosi" and not ref.synthetic and ref.aligned
     monkeypatch.setenv("DLF_DATA_ROOT", str(tmp_path / "root"))
     ds = load_dataset("MOSI")
     assert ds.path == target
@@ -130,7 +130,7 @@ def test_synthetic_spec_is_generated_once_into_the_cache():
     ref = resolve_dataset("synthetic-mosei", data)
     assert ref.path.parent == cache_dir() / "synthetic"
     assert ref.path.name == "synthetic-mosei_aligned_scale0.01_seed3_v1.pkl"
-    assert (ref.family, ref.synthetic, ref.aligned) == ("mosei", True, True)
+    assert (ref.corpus, ref.synthetic, ref.aligned) == ("mosei", True, True)
     mtime = ref.path.stat().st_mtime_ns
     assert resolve_dataset("synthetic-mosei", data).path.stat().st_mtime_ns == mtime  # cached, not rewritten
 

@@ -41,8 +41,8 @@ def test_synth_then_check_passes(capsys, monkeypatch, tmp_path, name, unaligned,
     assert code == 0 and out_file.is_file() and "sha256" in out
     code, out, err = run_main(capsys, monkeypatch, "data", "check", out_file)
     assert code == 0 and err == ""
-    family = name.split("-")[1].upper()
-    assert f"synthetic-{family}" in out and ("unaligned" if unaligned else "(aligned)") in out
+    corpus = name.split("-")[1].upper()
+    assert f"synthetic-{corpus}" in out and ("unaligned" if unaligned else "(aligned)") in out
     for text in ("train", "valid", "test", "text_bert", "float32", "int64", "object", "valid\n"):
         assert text in out
     assert ("audio_lengths" in out) == unaligned

@@ -16,8 +16,8 @@ LENS = {"l": 9, "a": 9, "v": 9}
 SUBSETS = ["l", "a", "v", "la", "lv", "av", "lav"]
 
 
-def make(overrides=None, dims=DIMS, lens=LENS, family="mosi"):
-    cfg = apply_overrides(preset(family), overrides or {})
+def make(overrides=None, dims=DIMS, lens=LENS, corpus="mosi"):
+    cfg = apply_overrides(preset(corpus), overrides or {})
     torch.manual_seed(0)
     return build_model(cfg, dims, lens), cfg
 
@@ -31,12 +31,12 @@ def batch(b=4, dims=DIMS, lens=LENS, seed=0):
     return (x["l"], x["a"], x["v"]), y
 
 
-@pytest.mark.parametrize("family,dims,expected", [
+@pytest.mark.parametrize("corpus,dims,expected", [
     ("mosi", {"l": 768, "a": 5, "v": 20}, 1_628_605),
     ("mosei", {"l": 768, "a": 74, "v": 35}, 1_576_905),
 ])
-def test_parameter_count_matches_the_official_used_modules(family, dims, expected):
-    model, _ = make(dims=dims, lens={"l": 50, "a": 50, "v": 50}, family=family)
+def test_parameter_count_matches_the_official_used_modules(corpus, dims, expected):
+    model, _ = make(dims=dims, lens={"l": 50, "a": 50, "v": 50}, corpus=corpus)
     summary = parameter_summary(model)
     assert summary["total"] == expected and summary["text_encoder"] == 0
     assert sum(summary["components"].values()) == expected

@@ -17,11 +17,11 @@ GROUPS = {"full": None, "a": "Different Modalities", "b": "Different Components"
 
 
 def tidy(rows: list[tuple[str, int, float, float]], dataset="synthetic-mosi", synthetic=True,
-         family="mosi", study="s") -> pd.DataFrame:
+         corpus="mosi", study="s") -> pd.DataFrame:
     """(variant, seed, acc7 in points, mae) -> collect's tidy rows (accuracies as fractions)."""
     out = []
     for variant, seed, acc7, mae in rows:
-        out.append({"study": study, "variant": variant, "dataset": dataset, "family": family,
+        out.append({"study": study, "variant": variant, "dataset": dataset, "corpus": corpus,
                     "synthetic": synthetic, "group": GROUPS.get(variant), "label": variant.upper(),
                     "latex": None, "order": list(GROUPS).index(variant) if variant in GROUPS else 9,
                     "seed": seed, "run_key": f"k{variant}{seed}", "status": "FINISHED",

@@ -33,7 +33,7 @@ def test_one_tidy_row_per_seed_slot_with_tags_and_final_metrics(demo):
     # 4 variants x 3 seeds, minus only_a#2 that never started; the retried wo_lr#1 counts once
     assert len(runs) == 11 and set(runs["study"]) == {"demo"}
     full0 = slot(runs, "full", 0)
-    assert (full0["family"], bool(full0["synthetic"]), full0["label"], full0["order"]) == \
+    assert (full0["corpus"], bool(full0["synthetic"]), full0["label"], full0["order"]) == \
         ("mosi", True, "DLF (Ours)", 0)
     assert pd.isna(full0["group"])  # the full model has no group (tag '')
     assert slot(runs, "wo_lr", 0)["latex"] == "w/o $\\mathcal{L}_r$"
@@ -45,7 +45,7 @@ def test_one_tidy_row_per_seed_slot_with_tags_and_final_metrics(demo):
         # the final val_* of the selected epoch, not the last per-epoch value (0.03)
         assert row[f"val_{m}"] == pytest.approx(expected.get(m, 0.5) + 0.001)
     assert len(row["run_key"]) == 64 and row["status"] == "FINISHED"
-    assert list(runs.columns[:14]) == ["study", "variant", "dataset", "family", "synthetic", "group", "label",
+    assert list(runs.columns[:14]) == ["study", "variant", "dataset", "corpus", "synthetic", "group", "label",
                                        "latex", "order", "seed", "run_key", "status", "run_id", "start_time"]
 
 

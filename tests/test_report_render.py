@@ -38,10 +38,10 @@ WOBBLE = (0.4, -0.2, 0.1)  # per seed, times k
 
 
 def runs(study: str, plan: dict[str, tuple[str, bool, list[str]]], seeds=(0, 1, 2), drop=()) -> pd.DataFrame:
-    """Collect-style tidy rows. ``plan``: dataset -> (family, synthetic, variants); ``drop``:
+    """Collect-style tidy rows. ``plan``: dataset -> (corpus, synthetic, variants); ``drop``:
     (variant, dataset, seed) slots that did not finish. Values are simple closed forms."""
     rows = []
-    for dataset, (family, synthetic, names) in plan.items():
+    for dataset, (corpus, synthetic, names) in plan.items():
         for v in names:
             group, label, tex, order, acc7, k = VARIANTS[v]
             for s in seeds:
@@ -50,7 +50,7 @@ def runs(study: str, plan: dict[str, tuple[str, bool, list[str]]], seeds=(0, 1, 
                 wobble = k * WOBBLE[s]
                 bump = 0.1 * s if v == "wo_lr" else 0.0  # wo_lr also drifts with the seed
                 rows.append({
-                    "study": study, "variant": v, "dataset": dataset, "family": family, "synthetic": synthetic,
+                    "study": study, "variant": v, "dataset": dataset, "corpus": corpus, "synthetic": synthetic,
                     "group": group, "label": label, "latex": tex, "order": order, "seed": s,
                     "run_key": f"{v}{s}", "status": "FINISHED", "run_id": f"id-{v}-{s}", "start_time": 0,
                     "test_acc7": (acc7 + wobble + bump) / 100, "test_acc5": (acc7 + 5 + wobble) / 100,
@@ -226,7 +226,7 @@ def test_layout_follows_the_data_outside_the_paper():
     t2 = built["table2-my_mosi"]
     assert [(b.title, [r.variant for r in b.rows]) for b in t2.blocks] == [
         (None, ["full", "only_a"]), ("Different Regularization", ["wo_lr"]), ("My group", ["wo_ld"])]
-    assert "my_mosi" in render.caption(t2, render.MARKDOWN) and t2.paper_columns  # real MOSI family
+    assert "my_mosi" in render.caption(t2, render.MARKDOWN) and t2.paper_columns  # real MOSI corpus
     t1 = built["table1"]
     assert [g.title for g in t1.groups] == ["my_mosi"]
     assert "my\\_mosi" in latex.to_latex(t1)

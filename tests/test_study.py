@@ -28,8 +28,8 @@ def data_root(tmp_path_factory):
     from dlf.data.synthetic import write_synthetic
 
     root = tmp_path_factory.mktemp("mmsa")
-    for family, folder, scale in (("mosi", "MOSI", 0.04), ("mosei", "MOSEI", 0.003)):
-        write_synthetic(family, root / folder / "Processed" / "aligned_50.pkl", scale=scale, seed=0)
+    for corpus, folder, scale in (("mosi", "MOSI", 0.04), ("mosei", "MOSEI", 0.003)):
+        write_synthetic(corpus, root / folder / "Processed" / "aligned_50.pkl", scale=scale, seed=0)
     return root
 
 
@@ -47,7 +47,7 @@ def test_every_builtin_study_loads_and_expands(path, data_root):
         len(study.variants) * len(study.datasets))  # seed-major order
     for s in specs:
         assert s.config.seed == s.seed and s.study == study.name
-        assert s.config.model.conv_kernel == (3 if s.family == "mosei" else 5)  # family preset applied
+        assert s.config.model.conv_kernel == (3 if s.corpus == "mosei" else 5)  # corpus preset applied
         if s.variant == "only_a":
             assert s.config.model.modalities == ("a",)
         if s.variant == "wo_lr":

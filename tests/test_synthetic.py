@@ -34,14 +34,14 @@ def test_real_split_sizes_by_default_and_a_floor_for_tiny_scales():
     assert S.split_sizes("mosi", 0.001) == (S.MIN_SPLIT,) * 3
 
 
-@pytest.mark.parametrize("fixture,family,lens", [
+@pytest.mark.parametrize("fixture,corpus,lens", [
     ("tiny_mosi", "mosi", (50, 50)), ("tiny_mosi_unaligned", "mosi", (375, 500)), ("tiny_mosei", "mosei", (50, 50)),
 ])
-def test_exact_mmsa_layout(request, fixture, family, lens):
+def test_exact_mmsa_layout(request, fixture, corpus, lens):
     data = _load(request.getfixturevalue(fixture))
     aligned = fixture != "tiny_mosi_unaligned"
     assert set(data) == {"train", "valid", "test", S.META_KEY}
-    d_text, d_audio, d_vision = S.DIMS[family]
+    d_text, d_audio, d_vision = S.DIMS[corpus]
     for split in ("train", "valid", "test"):
         sp = data[split]
         n = len(sp["regression_labels"])
@@ -165,11 +165,11 @@ def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("family,scale,match", [("iemocap", 0.1, "unknown synthetic family"),
+@pytest.mark.parametrize("corpus,scale,match", [("iemocap", 0.1, "unknown synthetic corpus"),
                                                 ("mosi", 0.0, "scale must be in"), ("mosi", 1.5, "scale must be in")])
-def test_bad_arguments(family, scale, match):
+def test_bad_arguments(corpus, scale, match):
     with pytest.raises(DLFError, match=match):
-        S.ensure_synthetic(family, scale=scale)
+        S.ensure_synthetic(corpus, scale=scale)
 
 
 # ---- planted modality strengths, measured with a ridge probe on mean-pooled features ----------
@@ -205,8 +205,8 @@ def _probe(data, keys):
 
 @pytest.fixture(scope="module", params=[("mosi", 1.0), ("mosei", 0.05)], ids=["mosi", "mosei"])
 def probe_data(request):
-    family, scale = request.param
-    return S.generate(family, scale=scale, seed=0)
+    corpus, scale = request.param
+    return S.generate(corpus, scale=scale, seed=0)
 
 
 def test_linear_probe_finds_the_planted_modality_strengths(probe_data):

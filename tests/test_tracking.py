@@ -15,7 +15,7 @@ from dlf.run import tracking
 from dlf.errors import DLFError
 from study_fixtures import CODE_VERSION, write_study
 
-CONTRACT_TAGS = ["dlf.study", "dlf.variant", "dlf.dataset", "dlf.family", "dlf.synthetic", "dlf.group", "dlf.label",
+CONTRACT_TAGS = ["dlf.study", "dlf.variant", "dlf.dataset", "dlf.corpus", "dlf.synthetic", "dlf.group", "dlf.label",
                  "dlf.latex", "dlf.order"]
 SEED_TAGS = ["dlf.seed", "dlf.run_key", "dlf.code_version", "dlf.data_fingerprint", "dlf.env.torch", "dlf.env.cuda",
              "dlf.env.device", "dlf.env.python", "dlf.env.host"]

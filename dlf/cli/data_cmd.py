@@ -35,17 +35,17 @@ def synth(
     from dlf.data.fingerprint import file_fingerprint
     from dlf.data.synthetic import split_sizes, write_synthetic
 
-    family = SYNTH_NAMES.get(name.strip().lower())
-    if family is None:
+    corpus = SYNTH_NAMES.get(name.strip().lower())
+    if corpus is None:
         raise DLFError(f"data synth: unknown name {name!r}; use synthetic-mosi or synthetic-mosei")
     if out.exists() and not force:
         raise DLFError(f"--out {out}: file exists; pass --force to overwrite it or choose another path")
     if not out.parent.is_dir():
         raise DLFError(f"--out {out}: folder {out.parent} does not exist; create it first")
-    path = write_synthetic(family, out, aligned=not unaligned, scale=scale, seed=seed)
-    sizes = "/".join(map(str, split_sizes(family, scale)))
+    path = write_synthetic(corpus, out, aligned=not unaligned, scale=scale, seed=seed)
+    sizes = "/".join(map(str, split_sizes(corpus, scale)))
     kind = "unaligned" if unaligned else "aligned"
-    typer.echo(f"wrote {path} (synthetic-{family.upper()}, {kind}, train/valid/test {sizes}, seed {seed})")
+    typer.echo(f"wrote {path} (synthetic-{corpus.upper()}, {kind}, train/valid/test {sizes}, seed {seed})")
     typer.echo(f"sha256 {file_fingerprint(path)}")
 
 

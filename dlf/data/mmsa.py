@@ -25,7 +25,7 @@ from dlf.data.synthetic import META_KEY, SPLITS, ensure_synthetic
 if TYPE_CHECKING:
     import torch  # loaded where tensors are made: planning and cached re-runs need no torch (~1 s)
 
-FAMILIES = {"mosi": "MOSI", "mosei": "MOSEI"}
+CORPORA = {"mosi": "MOSI", "mosei": "MOSEI"}
 FEATURE_KEYS = ("text", "audio", "vision")
 REQUIRED_KEYS = ("text", "text_bert", "audio", "vision", "regression_labels", "id", "raw_text")
 WIDTHS = {(5, 20): "mosi", (74, 35): "mosei"}  # (audio, vision) widths of the real files
@@ -36,7 +36,7 @@ _SCAN = 256  # samples per block when scanning features for NaN / inf (bounds te
 class DatasetRef:
     name: str
     path: Path
-    family: str
+    corpus: str
     synthetic: bool
     aligned: bool
 
@@ -67,7 +67,7 @@ class Split:
 class MSADataset:
     name: str
     path: Path
-    family: str
+    corpus: str
     synthetic: bool
     aligned: bool
     fingerprint: str
@@ -80,7 +80,7 @@ class MSADataset:
     @property
     def display_name(self) -> str:
         """'MOSI' / 'MOSEI' for real files; 'synthetic-MOSI' for synthetic ones, never the real name."""
-        base = FAMILIES[self.family]
+        base = CORPORA[self.corpus]
         return f"synthetic-{base}" if self.synthetic else base
 
 
@@ -104,20 +104,20 @@ def load_dataset(spec: str, data: DataConfig = DataConfig(), data_root=None) -> 
     dims = {"l": first.text.shape[2], "a": first.audio.shape[2], "v": first.vision.shape[2]}
     seq_lens = {"l": first.text.shape[1], "a": first.audio.shape[1], "v": first.vision.shape[1]}
     synthetic = ref.synthetic or META_KEY in raw  # a synthetic file put under the data root stays synthetic
-    return MSADataset(ref.name, ref.path, ref.family, synthetic, aligned, file_fingerprint(ref.path),
+    return MSADataset(ref.name, ref.path, ref.corpus, synthetic, aligned, file_fingerprint(ref.path),
                       splits, dims, seq_lens, layout)
 
 
 def _resolve(spec: str, data: DataConfig, data_root) -> tuple[DatasetRef, dict | None]:
-    """The reference, plus the already-read pickle when finding the family needed reading it."""
+    """The reference, plus the already-read pickle when finding the corpus needed reading it."""
     data = data or DataConfig()
     key = str(spec).strip().lower()
-    if key in FAMILIES:
+    if key in CORPORA:
         return DatasetRef(key, _named_path(key, data, data_root), key, False, data.aligned), None
-    if key.startswith("synthetic-") and key[len("synthetic-"):] in FAMILIES:
-        family = key[len("synthetic-"):]
-        path = ensure_synthetic(family, aligned=data.aligned, scale=data.scale, seed=data.synth_seed)
-        return DatasetRef(key, path, family, True, data.aligned), None
+    if key.startswith("synthetic-") and key[len("synthetic-"):] in CORPORA:
+        corpus = key[len("synthetic-"):]
+        path = ensure_synthetic(corpus, aligned=data.aligned, scale=data.scale, seed=data.synth_seed)
+        return DatasetRef(key, path, corpus, True, data.aligned), None
     path = Path(spec).expanduser()
     if not path.is_file():
         what = "is a folder" if path.is_dir() else "does not exist"
@@ -149,24 +149,24 @@ def read_pickle(path: Path) -> dict:
     return raw
 
 
-def _named_path(family: str, data: DataConfig, data_root) -> Path:
+def _named_path(corpus: str, data: DataConfig, data_root) -> Path:
     root = resolve_root(data_root)
-    rel = Path(FAMILIES[family]) / "Processed" / ("aligned_50.pkl" if data.aligned else "unaligned_50.pkl")
+    rel = Path(CORPORA[corpus]) / "Processed" / ("aligned_50.pkl" if data.aligned else "unaligned_50.pkl")
     if root is None:
-        raise DLFError(f"dataset '{family}' needs the MMSA files: pass --data-root DIR or set DLF_DATA_ROOT "
-                       f"(expected DIR/{rel.as_posix()}), or use 'synthetic-{family}' instead")
+        raise DLFError(f"dataset '{corpus}' needs the MMSA files: pass --data-root DIR or set DLF_DATA_ROOT "
+                       f"(expected DIR/{rel.as_posix()}), or use 'synthetic-{corpus}' instead")
     path = root / rel
     if not path.is_file():
-        raise DLFError(f"dataset '{family}': {path} not found (MMSA layout <data root>/{rel.as_posix()}); "
-                       f"put the file there or use 'synthetic-{family}' instead")
+        raise DLFError(f"dataset '{corpus}': {path} not found (MMSA layout <data root>/{rel.as_posix()}); "
+                       f"put the file there or use 'synthetic-{corpus}' instead")
     return path
 
 
-_INSPECTED: dict[tuple[str, int, int], DatasetRef] = {}  # a path's family/alignment, by (path, size, mtime)
+_INSPECTED: dict[tuple[str, int, int], DatasetRef] = {}  # a path's corpus/alignment, by (path, size, mtime)
 
 
 def _inspect(path: Path) -> tuple[DatasetRef, dict | None]:
-    """Family and alignment of a pickle given by path: recipe metadata, else widths, else file name."""
+    """Corpus and alignment of a pickle given by path: recipe metadata, else widths, else file name."""
     st = path.stat()
     memo = (str(path), st.st_size, st.st_mtime_ns)
     if memo in _INSPECTED:
@@ -174,12 +174,12 @@ def _inspect(path: Path) -> tuple[DatasetRef, dict | None]:
     raw = read_pickle(path)
     meta = raw.get(META_KEY) if isinstance(raw.get(META_KEY), dict) else None
     train = raw["train"]
-    family = meta.get("family") if meta else None
-    if family not in FAMILIES:
+    corpus = (meta.get("corpus") or meta.get("family")) if meta else None  # "family" before 0.x
+    if corpus not in CORPORA:
         widths = tuple(_width(train.get(k)) for k in ("audio", "vision"))
-        family = WIDTHS.get(widths) or _family_from_name(path.name)
+        corpus = WIDTHS.get(widths) or _corpus_from_name(path.name)
     aligned = "audio_lengths" not in train and "vision_lengths" not in train
-    _INSPECTED[memo] = DatasetRef(path.stem, path, family, meta is not None, aligned)
+    _INSPECTED[memo] = DatasetRef(path.stem, path, corpus, meta is not None, aligned)
     return _INSPECTED[memo], raw
 
 
@@ -197,7 +197,7 @@ def _width(value: Any) -> int | None:
     return shape[-1] if len(shape) == 3 else None
 
 
-def _family_from_name(name: str) -> str:
+def _corpus_from_name(name: str) -> str:
     return "mosei" if "mosei" in name.lower() else "mosi"
 
 

@@ -52,7 +52,7 @@ from dlf.resources import cache_dir
 GENERATOR_VERSION = 1
 META_KEY = "dlf_synthetic"
 SPLITS = ("train", "valid", "test")
-FAMILIES = ("mosi", "mosei")
+CORPORA = ("mosi", "mosei")
 SPLIT_SIZES = {"mosi": (1284, 229, 686), "mosei": (16326, 1871, 4659)}
 DIMS = {"mosi": (768, 5, 20), "mosei": (768, 74, 35)}  # text, audio, vision widths
 UNALIGNED_LENS = {"mosi": (375, 500), "mosei": (500, 500)}  # audio, vision stored steps
@@ -80,37 +80,37 @@ NEGATIVE_WORDS = (("bad", 2919), ("terrible", 6659), ("awful", 9643), ("boring",
 CLS_ID, SEP_ID, PAD_ID = 101, 102, 0
 
 COMPLEMENT_SHARE = 0.15
-_FAMILY_CODE = {"mosi": 1, "mosei": 2}
+_CORPUS_CODE = {"mosi": 1, "mosei": 2}
 _CHUNK = 512  # samples per feature block: bounds peak memory for full-size MOSEI
 _NOISE_RANK = 96  # independent smooth noise sources per modality (text features are 768 correlated dims)
 
 
-def split_sizes(family: str, scale: float = 1.0) -> tuple[int, int, int]:
+def split_sizes(corpus: str, scale: float = 1.0) -> tuple[int, int, int]:
     """(train, valid, test) sizes: the real ones times ``scale``, at least ``MIN_SPLIT`` each."""
-    _check(family, scale)
-    return tuple(max(MIN_SPLIT, int(round(n * scale))) for n in SPLIT_SIZES[family])  # type: ignore[return-value]
+    _check(corpus, scale)
+    return tuple(max(MIN_SPLIT, int(round(n * scale))) for n in SPLIT_SIZES[corpus])  # type: ignore[return-value]
 
 
-def cache_name(family: str, aligned: bool = True, scale: float = 1.0, seed: int = 0) -> str:
+def cache_name(corpus: str, aligned: bool = True, scale: float = 1.0, seed: int = 0) -> str:
     """File name of a cached synthetic pickle; it encodes every input of the generator."""
     kind = "aligned" if aligned else "unaligned"
-    return f"synthetic-{family}_{kind}_scale{float(scale):g}_seed{int(seed)}_v{GENERATOR_VERSION}.pkl"
+    return f"synthetic-{corpus}_{kind}_scale{float(scale):g}_seed{int(seed)}_v{GENERATOR_VERSION}.pkl"
 
 
-def ensure_synthetic(family: str, aligned: bool = True, scale: float = 1.0, seed: int = 0) -> Path:
+def ensure_synthetic(corpus: str, aligned: bool = True, scale: float = 1.0, seed: int = 0) -> Path:
     """Path of the cached synthetic pickle under ``cache_dir()/synthetic``, generated on first use."""
-    _check(family, scale)
-    path = cache_dir() / "synthetic" / cache_name(family, aligned, scale, seed)
+    _check(corpus, scale)
+    path = cache_dir() / "synthetic" / cache_name(corpus, aligned, scale, seed)
     if not path.is_file():
         _remove_stale_temp_files(path.parent)
-        write_synthetic(family, path, aligned=aligned, scale=scale, seed=seed)
+        write_synthetic(corpus, path, aligned=aligned, scale=scale, seed=seed)
     return path
 
 
-def write_synthetic(family: str, out: str | os.PathLike, aligned: bool = True, scale: float = 1.0,
+def write_synthetic(corpus: str, out: str | os.PathLike, aligned: bool = True, scale: float = 1.0,
                     seed: int = 0) -> Path:
     """Generate and write a synthetic MMSA pickle atomically (temp file + ``os.replace``)."""
-    data = generate(family, aligned=aligned, scale=scale, seed=seed)
+    data = generate(corpus, aligned=aligned, scale=scale, seed=seed)
     try:
         return atomic_write(out, lambda fh: pickle.dump(data, fh, protocol=5))
     except OSError as err:
@@ -118,24 +118,24 @@ def write_synthetic(family: str, out: str | os.PathLike, aligned: bool = True, s
                        "--out path, or set DLF_CACHE to a writable folder for the cache") from None
 
 
-def generate(family: str, aligned: bool = True, scale: float = 1.0, seed: int = 0) -> dict:
+def generate(corpus: str, aligned: bool = True, scale: float = 1.0, seed: int = 0) -> dict:
     """The synthetic dataset as the MMSA dict {'train','valid','test', META_KEY}."""
-    _check(family, scale)
-    params = _dataset_params(family, seed)
+    _check(corpus, scale)
+    params = _dataset_params(corpus, seed)
     data: dict = {}
-    meta = {"family": family, "aligned": bool(aligned), "scale": float(scale), "seed": int(seed),
+    meta = {"corpus": corpus, "aligned": bool(aligned), "scale": float(scale), "seed": int(seed),
             "version": GENERATOR_VERSION, "complementary": {}}
-    for index, (split, n) in enumerate(zip(SPLITS, split_sizes(family, scale))):
-        seq = np.random.SeedSequence([int(seed), _FAMILY_CODE[family], index])
-        data[split], comp = _make_split(family, aligned, n, seq, params)
+    for index, (split, n) in enumerate(zip(SPLITS, split_sizes(corpus, scale))):
+        seq = np.random.SeedSequence([int(seed), _CORPUS_CODE[corpus], index])
+        data[split], comp = _make_split(corpus, aligned, n, seq, params)
         meta["complementary"][split] = np.flatnonzero(comp)  # samples where only audio/vision carry the sign
     data[META_KEY] = meta
     return data
 
 
-def _check(family: str, scale: float) -> None:
-    if family not in FAMILIES:
-        raise DLFError(f"unknown synthetic family {family!r}; use synthetic-mosi or synthetic-mosei")
+def _check(corpus: str, scale: float) -> None:
+    if corpus not in CORPORA:
+        raise DLFError(f"unknown synthetic corpus {corpus!r}; use synthetic-mosi or synthetic-mosei")
     if not (math.isfinite(scale) and 0 < scale <= 1):
         raise DLFError(f"synthetic scale must be in (0, 1], got {scale}; e.g. --scale 0.1 for a small set")
 
@@ -150,41 +150,41 @@ def _remove_stale_temp_files(folder: Path, max_age_s: float = 3600.0) -> None:
             pass
 
 
-def _dataset_params(family: str, seed: int) -> dict:
+def _dataset_params(corpus: str, seed: int) -> dict:
     """What all splits share: per modality a sentiment direction and a noise layout; word embeddings.
 
     Only exactly rounded arithmetic (no BLAS, no SIMD transcendentals) touches stored float values,
     so every host with the same numpy writes the same bytes (workers compare fingerprints).
     """
-    rng = np.random.default_rng([int(seed), _FAMILY_CODE[family], 99])
+    rng = np.random.default_rng([int(seed), _CORPUS_CODE[corpus], 99])
     dirs, mix = {}, {}
-    for key, dim in zip(("l", "a", "v"), DIMS[family]):
+    for key, dim in zip(("l", "a", "v"), DIMS[corpus]):
         signs = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), dim)
         dirs[key] = signs / np.float32(math.sqrt(dim))  # unit vector with equal-magnitude entries
         if dim > _NOISE_RANK:  # output dim j copies smooth source j % _NOISE_RANK, sign flipped or not
             mix[key] = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), dim)
     polarity = np.array([0.0] * len(NEUTRAL_WORDS) + [1.0] * len(POSITIVE_WORDS) + [-1.0] * len(NEGATIVE_WORDS))
     # rows: lexicon words, then [CLS], [SEP], [PAD]; padding embeds to 0.
-    emb = 0.3 * rng.standard_normal((len(polarity) + 3, DIMS[family][0]))
+    emb = 0.3 * rng.standard_normal((len(polarity) + 3, DIMS[corpus][0]))
     emb[: len(polarity)] += 0.6 * polarity[:, None] * dirs["l"][None, :]
     emb[-1] = 0.0
     return {"dirs": dirs, "mix": mix, "word_emb": emb.astype(np.float32)}
 
 
-def _make_split(family: str, aligned: bool, n: int, seq: np.random.SeedSequence,
+def _make_split(corpus: str, aligned: bool, n: int, seq: np.random.SeedSequence,
                 params: dict) -> tuple[dict, np.ndarray]:
     # Labels, ids, lengths and latents come from their own stream, so the aligned and unaligned
     # files of one seed describe the same utterances (as the real pair does).
     r_sample, r_text, r_audio, r_vision = (np.random.default_rng(s) for s in seq.spawn(4))
     smp = _samples(r_sample, n)
-    d_text, d_audio, d_vision = DIMS[family]
+    d_text, d_audio, d_vision = DIMS[corpus]
     tokens = _sample_tokens(r_text, smp["z_l"], smp["length"], TEXT_LEN)
     text = _features(r_text, smp, "l", smp["length"], TEXT_LEN, d_text, params, amp=3.0, noise=0.5,
                      word_index=tokens["lexicon_index"])
     if aligned:
         a_len, v_len, t_a, t_v = smp["length"], smp["length"], TEXT_LEN, TEXT_LEN
     else:
-        t_a, t_v = UNALIGNED_LENS[family]
+        t_a, t_v = UNALIGNED_LENS[corpus]
         a_len = np.clip(np.round(smp["length"] * 7.5 * smp["rate_a"]), 10, t_a).astype(np.int64)
         v_len = np.clip(np.round(smp["length"] * 10.0 * smp["rate_v"]), 10, t_v).astype(np.int64)
     audio = _features(r_audio, smp, "a", a_len, t_a, d_audio, params, amp=1.0, noise=0.6)

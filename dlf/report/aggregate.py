@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from dlf.report.paper import DIRECTIONS, FULL_VARIANT, METRICS, PAPER_FAMILIES, PERCENT_METRICS, \
+from dlf.report.paper import DIRECTIONS, FULL_VARIANT, METRICS, PAPER_CORPORA, PERCENT_METRICS, \
     PaperTables, decimals
 
 KEYS = ["study", "dataset", "variant"]
-META = ["family", "synthetic", "group", "label", "latex", "order"]
+META = ["corpus", "synthetic", "group", "label", "latex", "order"]
 
 
 def available_metrics(runs: pd.DataFrame) -> list[str]:
@@ -133,10 +133,10 @@ def add_holm(frame: pd.DataFrame, metrics: Sequence[str], alpha: float) -> pd.Da
 def add_paper(frame: pd.DataFrame, paper: PaperTables, metrics: Sequence[str]) -> pd.DataFrame:
     """Paper number and reproduction gap (points and std units) for real MOSI/MOSEI rows only."""
     frame = frame.copy()
-    real = ~frame["synthetic"].astype(bool) & frame["family"].isin(PAPER_FAMILIES)
+    real = ~frame["synthetic"].astype(bool) & frame["corpus"].isin(PAPER_CORPORA)
     for m in metrics:
         ref = [paper.value(v, f, m) if ok else None
-               for v, f, ok in zip(frame["variant"], frame["family"], real)]
+               for v, f, ok in zip(frame["variant"], frame["corpus"], real)]
         frame[f"{m}_paper"] = pd.to_numeric(pd.Series(ref, index=frame.index, dtype=object))
         frame[f"{m}_gap"] = frame[f"{m}_mean"] - frame[f"{m}_paper"]
         std = frame[f"{m}_std"].where(frame[f"{m}_std"] > 0)

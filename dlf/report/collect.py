@@ -18,7 +18,7 @@ import pandas as pd
 
 from dlf.errors import DLFError
 
-META_COLUMNS = ["study", "variant", "dataset", "family", "synthetic", "group", "label", "latex",
+META_COLUMNS = ["study", "variant", "dataset", "corpus", "synthetic", "group", "label", "latex",
                 "order", "seed", "run_key", "status", "run_id", "start_time"]
 PRED_COLUMNS = ["study", "variant", "dataset", "seed", "run_id", "id", "label", "pred"]
 PROBLEM_COLUMNS = ["study", "variant", "dataset", "seed", "status", "run_id"]
@@ -123,7 +123,8 @@ def _seed_row(run, experiment: str) -> dict:
     group = tags.get("dlf.group") or ""
     row = {
         "study": tags.get("dlf.study") or experiment, "variant": variant,
-        "dataset": tags.get("dlf.dataset", "?"), "family": tags.get("dlf.family", ""),
+        "dataset": tags.get("dlf.dataset", "?"),
+        "corpus": tags.get("dlf.corpus", tags.get("dlf.family", "")),  # runs tracked before: dlf.family
         "synthetic": tags.get("dlf.synthetic", "false").strip().lower() == "true",
         "group": None if group.strip().lower() in _NO_GROUP else group,
         "label": label, "latex": tags.get("dlf.latex") or None,

@@ -23,7 +23,7 @@ TABLE1_METRICS = ("acc7", "acc5", "acc2", "f1", "corr", "mae")
 TABLE2_METRICS = ("acc7", "acc2", "f1", "mae")
 # The paper's groups of Table 2, in print order; other groups follow them.
 PAPER_GROUPS = ("Different Modalities", "Different Regularization", "Different Components")
-PAPER_FAMILIES = ("mosi", "mosei")
+PAPER_CORPORA = ("mosi", "mosei")
 FULL_VARIANT = "full"
 
 # The paper's source marks on Table 1 baseline rows (see its caption) and what each means.
@@ -42,12 +42,12 @@ def decimals(metric: str) -> int:
 
 @dataclass(frozen=True)
 class ReferenceRow:
-    """One quoted row of the paper's Table 1 (values per family, None = not reported)."""
+    """One quoted row of the paper's Table 1 (values per corpus, None = not reported)."""
 
     method: str
     source: str
     acc5_source: str | None
-    values: dict[str, dict[str, float | None]]  # family -> metric -> value
+    values: dict[str, dict[str, float | None]]  # corpus -> metric -> value
 
     @property
     def mark(self) -> str:
@@ -64,9 +64,9 @@ class ReferenceRow:
 class PaperTables:
     table1: tuple[ReferenceRow, ...]
     table2: dict[str, dict[str, Any]]  # variant -> row (group, label, metric values), MOSI only
-    table2_family: str
+    table2_corpus: str
 
-    def value(self, variant: str, family: str, metric: str) -> float | None:
+    def value(self, variant: str, corpus: str, metric: str) -> float | None:
         """The paper's number for one of our measured cells, or None if it has none.
 
         The full model's numbers come from Table 1 (both datasets); ablations from Table 2 (MOSI).
@@ -74,8 +74,8 @@ class PaperTables:
         if variant == FULL_VARIANT:
             for row in self.table1:
                 if row.source == "dlf":
-                    return row.values.get(family, {}).get(metric)
-        if family == self.table2_family and variant in self.table2:
+                    return row.values.get(corpus, {}).get(metric)
+        if corpus == self.table2_corpus and variant in self.table2:
             return self.table2[variant].get(metric)
         return None
 
@@ -101,7 +101,7 @@ def _load(path: str) -> PaperTables:
         raw = yaml.safe_load(Path(path).read_text())
         rows = tuple(
             ReferenceRow(r["method"], r["source"], r.get("acc5_source"),
-                         {fam: dict(r.get(fam) or {}) for fam in PAPER_FAMILIES})
+                         {corp: dict(r.get(corp) or {}) for corp in PAPER_CORPORA})
             for r in raw["table1"])
         t2 = raw["table2"]
         table2 = {r["variant"]: dict(r) for r in t2["rows"]}

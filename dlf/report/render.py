@@ -121,7 +121,7 @@ def dataset_phrase(table: Table, st: Style) -> str:
     parts = []
     for d in table.datasets:
         if d.synthetic:
-            parts.append(f"{d.display} (generated data, not CMU-{d.family.upper()})")
+            parts.append(f"{d.display} (generated data, not CMU-{d.corpus.upper()})")
         else:
             parts.append(f"CMU-{d.display}" if d.display in ("MOSI", "MOSEI") else st.escape(d.display))
     return " and ".join(parts)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dlf.report.paper import LABELS, PAPER_FAMILIES, PAPER_GROUPS, TABLE1_METRICS, TABLE2_METRICS, \
+from dlf.report.paper import LABELS, PAPER_CORPORA, PAPER_GROUPS, TABLE1_METRICS, TABLE2_METRICS, \
     PaperTables, decimals
 
 if TYPE_CHECKING:  # the structures stay importable without pandas: render uses them
@@ -76,7 +76,7 @@ class Block:
 class Dataset:
     name: str
     display: str
-    family: str
+    corpus: str
     synthetic: bool
 
 
@@ -104,16 +104,16 @@ class Table:
         return any(d.synthetic for d in self.datasets)
 
 
-def dataset_info(dataset: str, family: str, synthetic: bool) -> Dataset:
+def dataset_info(dataset: str, corpus: str, synthetic: bool) -> Dataset:
     """Display names never caption generated data as the real dataset."""
-    fam = (family or "").upper()
+    corp = (corpus or "").upper()
     if synthetic:
-        display = f"synthetic-{fam}" if fam else f"synthetic-{Path(dataset).stem}"
-    elif dataset.lower() in PAPER_FAMILIES:
+        display = f"synthetic-{corp}" if corp else f"synthetic-{Path(dataset).stem}"
+    elif dataset.lower() in PAPER_CORPORA:
         display = dataset.upper()
     else:
         display = Path(dataset).stem
-    return Dataset(dataset, display, family or "", bool(synthetic))
+    return Dataset(dataset, display, corpus or "", bool(synthetic))
 
 
 def _text(x) -> str | None:
@@ -165,7 +165,7 @@ def table2(frame: pd.DataFrame, study: str, dataset: str, paper_columns: bool, d
     """The ablation table of one study x dataset (``frame``: that slice of the aggregate)."""
     frame = frame.sort_values(["order", "variant"], kind="stable")
     first = frame.iloc[0]
-    info = dataset_info(dataset, first["family"], first["synthetic"])
+    info = dataset_info(dataset, first["corpus"], first["synthetic"])
     metrics = [m for m in TABLE2_METRICS if f"{m}_mean" in frame.columns]
     show_paper = paper_columns and any(f"{m}_paper" in frame.columns and frame[f"{m}_paper"].notna().any()
                                        for m in metrics)
@@ -192,7 +192,7 @@ def table1(frame: pd.DataFrame, study: str, datasets: list[str], paper: PaperTab
            paper_columns: bool, ddof: int, alpha: float) -> Table:
     """Quoted baselines + our measured reference model across ``datasets`` (reference rows only)."""
     records = {r["dataset"]: r for r in frame.to_dict("records")}
-    infos = [dataset_info(d, records[d]["family"], records[d]["synthetic"]) for d in datasets]
+    infos = [dataset_info(d, records[d]["corpus"], records[d]["synthetic"]) for d in datasets]
     metrics = list(TABLE1_METRICS)  # the quoted rows have all six, whatever we measured
     groups = [ColumnGroup(_column_title(i), [Column(i.name, m) for m in metrics]) for i in infos]
     blocks = []
@@ -223,7 +223,7 @@ def _quoted_row(ref, infos: list[Dataset], metrics) -> Row:
     label = "DLF (paper)" if ref.source == "dlf" else ref.method
     row = Row(label, None, "reference", mark=ref.mark)
     for info in infos:
-        values = ref.values.get(info.family, {})
+        values = ref.values.get(info.corpus, {})
         for m in metrics:
             row.cells[f"{info.name}:{m}"] = Cell(_none(values.get(m)), decimals=decimals(m),
                                                   mark=ref.cell_mark(m))
@@ -274,5 +274,5 @@ def _dataset_rank(dataset: str, order: list[str], frame: pd.DataFrame) -> tuple:
     if dataset in order:
         return (0, order.index(dataset), "")
     row = frame[frame["dataset"] == dataset].iloc[0]
-    fam = PAPER_FAMILIES.index(row["family"]) if row["family"] in PAPER_FAMILIES else len(PAPER_FAMILIES)
-    return (1, int(bool(row["synthetic"])) * 10 + fam, dataset)
+    corp = PAPER_CORPORA.index(row["corpus"]) if row["corpus"] in PAPER_CORPORA else len(PAPER_CORPORA)
+    return (1, int(bool(row["synthetic"])) * 10 + corp, dataset)

@@ -166,7 +166,7 @@ def runs_with_key(c, experiment_id: str, key: str) -> list:
 def common_tags(spec) -> dict[str, str]:
     return {
         "dlf.study": spec.study, "dlf.variant": spec.variant, "dlf.dataset": spec.dataset,
-        "dlf.family": spec.family, "dlf.synthetic": "true" if spec.synthetic else "false",
+        "dlf.corpus": spec.corpus, "dlf.synthetic": "true" if spec.synthetic else "false",
         "dlf.group": spec.group or "", "dlf.label": spec.label, "dlf.latex": spec.latex,
         "dlf.order": str(spec.order),
     }

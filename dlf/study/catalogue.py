@@ -119,8 +119,8 @@ def _check_type(data: Mapping, key: str, kind: type, source: str, nullable: bool
         raise DLFError(f"{source}: key {key!r} must be {kind.__name__}, got {value!r}")
 
 
-def parameter_count(variant: Variant, family: str = "mosi") -> int:
-    """Parameters outside the text encoder of ``variant`` at the reference ``family`` shapes.
+def parameter_count(variant: Variant, corpus: str = "mosi") -> int:
+    """Parameters outside the text encoder of ``variant`` at the reference ``corpus`` shapes.
 
     Counted in ``features`` text mode so that no BERT download is needed: the model behind the text
     encoder is the same for a 768-d BERT.
@@ -128,18 +128,18 @@ def parameter_count(variant: Variant, family: str = "mosi") -> int:
     from dlf.config import preset
     from dlf.models.registry import build_model, family_of
 
-    cfg = apply_overrides(preset(family), variant.overrides, source=variant.source or variant.name)
+    cfg = apply_overrides(preset(corpus), variant.overrides, source=variant.source or variant.name)
     cfg = apply_overrides(cfg, {"model.text_encoder": "features"}, source="parameter count")
-    dims, seq_lens = REFERENCE_SHAPES[family]
+    dims, seq_lens = REFERENCE_SHAPES[corpus]
     family = family_of(cfg)
     return family.summary(build_model(cfg, dims, seq_lens))["total"]
 
 
-def variant_config(family: str, variant: Variant, set_overrides: Mapping[str, Any] | None = None) -> RunConfig:
-    """Preset of ``family``, then CLI ``--set`` overrides, then the variant's (last: never undone)."""
+def variant_config(corpus: str, variant: Variant, set_overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Preset of ``corpus``, then CLI ``--set`` overrides, then the variant's (last: never undone)."""
     from dlf.config import build_config
 
-    return build_config(family, ("--set", set_overrides or {}),
+    return build_config(corpus, ("--set", set_overrides or {}),
                         (f"variant {variant.name} ({variant.source})", variant.overrides))
 
 
@@ -149,10 +149,10 @@ def prepare_run(spec: str, variant: str | None = None, set_overrides: Mapping[st
     from dlf.data.mmsa import load_dataset
 
     var = get_variant(variant or "full")
-    # The family (hence the preset) is known once the data is loaded, and loading needs the data
-    # section; presets never touch data.*, so any family's config gives the right one.
+    # The corpus (hence the preset) is known once the data is loaded, and loading needs the data
+    # section; presets never touch data.*, so any corpus's config gives the right one.
     data = load_dataset(spec, variant_config("mosi", var, set_overrides).data, data_root)
-    return variant_config(data.family, var, set_overrides), data, var
+    return variant_config(data.corpus, var, set_overrides), data, var
 
 
 def model_summary(spec: str = "synthetic-mosi", variant: str | None = None,
@@ -161,11 +161,11 @@ def model_summary(spec: str = "synthetic-mosi", variant: str | None = None,
     from dlf.models.registry import build_model, family_of
 
     var = get_variant(variant or "full")
-    family = str(spec).lower().removeprefix("synthetic-")
-    cfg = variant_config(family if family in REFERENCE_SHAPES else "mosi", var, set_overrides)
-    if family in REFERENCE_SHAPES:
-        dims, seq_lens = REFERENCE_SHAPES[family]
-        seq_lens = seq_lens if cfg.data.aligned else UNALIGNED_LENS[family]
+    corpus = str(spec).lower().removeprefix("synthetic-")
+    cfg = variant_config(corpus if corpus in REFERENCE_SHAPES else "mosi", var, set_overrides)
+    if corpus in REFERENCE_SHAPES:
+        dims, seq_lens = REFERENCE_SHAPES[corpus]
+        seq_lens = seq_lens if cfg.data.aligned else UNALIGNED_LENS[corpus]
     else:
         cfg, data, _ = prepare_run(spec, var.name, set_overrides, data_root)
         dims, seq_lens = data.dims, data.seq_lens

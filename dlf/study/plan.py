@@ -102,8 +102,8 @@ def _work_units(spec) -> float | None:
     from dlf.data.synthetic import SPLIT_SIZES, split_sizes
 
     cfg = spec.config
-    n_train = split_sizes(spec.family, cfg.data.scale)[0] if spec.synthetic else SPLIT_SIZES[spec.family][0]
-    ident = (spec.family, cfg.model)
+    n_train = split_sizes(spec.corpus, cfg.data.scale)[0] if spec.synthetic else SPLIT_SIZES[spec.corpus][0]
+    ident = (spec.corpus, cfg.model)
     if ident not in _PARAMS:
         _PARAMS[ident] = _parameters(spec)
     params = _PARAMS[ident]
@@ -117,7 +117,7 @@ def _parameters(spec) -> int | None:
 
     try:
         cfg = apply_overrides(spec.config, {"model.text_encoder": "features"}, source="plan")
-        dims, seq_lens = REFERENCE_SHAPES[spec.family]
+        dims, seq_lens = REFERENCE_SHAPES[spec.corpus]
         family = family_of(cfg)
         return family.summary(build_model(cfg, dims, seq_lens))["total"]
     except Exception:  # noqa: BLE001 - an estimate is optional; the plan still lists the run

@@ -44,7 +44,7 @@ class RunSpec:
     variant: str
     dataset: str  # the spec as written in the study: 'synthetic-mosi', 'mosi' or a path
     data_path: str  # resolved absolute pickle path
-    family: str
+    corpus: str
     synthetic: bool
     seed: int
     config: RunConfig
@@ -69,6 +69,8 @@ class RunSpec:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunSpec:
         d = dict(d)
+        if "family" in d:  # specs queued by versions that called the corpus "family"
+            d["corpus"] = d.pop("family")
         d["config"] = RunConfig.from_dict(d["config"])
         return cls(**d)
 
@@ -124,7 +126,7 @@ def expand(study: StudySpec, data_root=None, set_overrides: Mapping[str, Any] | 
     """One RunSpec per (seed, dataset, variant), seeds outermost.
 
     Seed-major order means a study stopped half-way already has every variant at the first
-    seeds. Layers per run: preset(family) -> study ``set`` -> ``overrides_file`` -> ``set_file``
+    seeds. Layers per run: preset(corpus) -> study ``set`` -> ``overrides_file`` -> ``set_file``
     -> ``set_overrides`` (CLI --set) -> the variant's overrides, last so that a shared override
     never undoes an ablation.
     """
@@ -146,7 +148,7 @@ def expand(study: StudySpec, data_root=None, set_overrides: Mapping[str, Any] | 
                 cfg = apply_overrides(cfg, {"seed": seed}, source=f"{study.path}: seeds")
                 specs.append(RunSpec(
                     study=study.name, variant=name, dataset=dataset, data_path=str(ref.path),
-                    family=ref.family, synthetic=bool(ref.synthetic), seed=seed, config=cfg,
+                    corpus=ref.corpus, synthetic=bool(ref.synthetic), seed=seed, config=cfg,
                     key=run_key(cfg, version, fp), data_fingerprint=fp, code_version=version,
                     group=variant.group, label=variant.label, latex=variant.latex, order=variant.order,
                 ))
@@ -171,14 +173,14 @@ class _Datasets:
     def config_for(self, dataset: str, layers) -> tuple[RunConfig, Any, str]:
         from dlf.data.mmsa import file_fingerprint, resolve_dataset
 
-        # The data section does not depend on the family preset, so a 'mosi' probe tells which
-        # file (and so which family) the layers select; the real config then uses that family.
+        # The data section does not depend on the corpus preset, so a 'mosi' probe tells which
+        # file (and so which corpus) the layers select; the real config then uses that corpus.
         probe = build_config("mosi", *layers)
         ident = (dataset, probe.data)
         if ident not in self._refs:
             self._refs[ident] = resolve_dataset(dataset, probe.data, data_root=self.data_root)
         ref = self._refs[ident]
-        cfg = probe if ref.family == "mosi" else build_config(ref.family, *layers)
+        cfg = probe if ref.corpus == "mosi" else build_config(ref.corpus, *layers)
         path = str(ref.path)
         if path not in self._fps:
             self._fps[path] = file_fingerprint(path)

@@ -1,7 +1,7 @@
 """dlf-ablate checkpoints: weights plus everything needed to rebuild the model, written atomically.
 
 A checkpoint is one ``torch.save`` dict (loadable with ``weights_only=True``): ``format``, ``version``,
-``config`` (the full RunConfig), ``dims`` and ``seq_lens`` (per modality), ``dataset`` (name, family,
+``config`` (the full RunConfig), ``dims`` and ``seq_lens`` (per modality), ``dataset`` (name, corpus,
 path, fingerprint, ...), ``bert_config`` (the BERT architecture in the BERT text modes, so loading
 never downloads weights), ``extra`` (free-form, JSON-like) and ``state_dict``. ``train``/``run``
 checkpoints and converted official checkpoints share this format.
@@ -31,7 +31,7 @@ VERSION = 1
 
 def dataset_meta(dataset: Any) -> dict[str, Any]:
     """The identifying fields of an ``MSADataset`` for a checkpoint (plain types only)."""
-    return {"name": str(dataset.name), "display_name": str(dataset.display_name), "family": str(dataset.family),
+    return {"name": str(dataset.name), "display_name": str(dataset.display_name), "corpus": str(dataset.corpus),
             "path": str(dataset.path), "fingerprint": str(dataset.fingerprint), "aligned": bool(dataset.aligned),
             "synthetic": bool(dataset.synthetic)}
 
@@ -158,7 +158,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, split: str 
 
 
 def write_outputs(path: str | os.PathLike, result: Evaluation) -> Path:
-    """An ``.npz`` of every named output (keys as the family names them) plus ``id`` and ``label``."""
+    """An ``.npz`` of every named output (keys as the corpus names them) plus ``id`` and ``label``."""
     arrays = {**(result.outputs or {}), "id": np.asarray(result.ids, dtype=str), "label": result.labels}
     return atomic_write(path, lambda fh: np.savez(fh, **arrays))
 

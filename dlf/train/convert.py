@@ -54,7 +54,7 @@ def convert_official(checkpoint: str | Path, dataset: str, out: str | Path, data
 
     state = load_official_state(checkpoint)
     ds = load_dataset(dataset, preset("mosi", family).data, data_root=data_root)  # the family's aligned/unaligned file
-    conv = impl.convert_official(state, ds.family, pretrained, source=str(checkpoint), dims=dict(ds.dims),
+    conv = impl.convert_official(state, ds.corpus, pretrained, source=str(checkpoint), dims=dict(ds.dims),
                                  seq_lens=dict(ds.seq_lens))
     for m, name in (("l", "text"), ("a", "audio"), ("v", "vision")):
         want = (conv.dims[m], conv.seq_lens[m])

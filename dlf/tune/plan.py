@@ -170,16 +170,16 @@ def _check_data_available(study: Any, dataset: str, data: Any, data_root: str | 
     """Real MOSI/MOSEI must be present; else say where the files go and how to tune on synthetic data."""
     from dlf.data.mmsa import resolve_dataset
 
-    family = {"mosi": "MOSI", "mosei": "MOSEI"}.get(dataset.lower())
-    if family is None:
+    corpus = {"mosi": "MOSI", "mosei": "MOSEI"}.get(dataset.lower())
+    if corpus is None:
         return
     try:
         resolve_dataset(dataset, data, data_root=data_root)
     except DLFError:
         name = "aligned_50.pkl" if data.aligned else "unaligned_50.pkl"
         raise DLFError(
-            f"{study.path}: dataset {dataset!r}: no {family} files found; put the MMSA pickle at "
-            f"$DLF_DATA_ROOT/{family}/Processed/{name} (or pass --data-root), "
+            f"{study.path}: dataset {dataset!r}: no {corpus} files found; put the MMSA pickle at "
+            f"$DLF_DATA_ROOT/{corpus}/Processed/{name} (or pass --data-root), "
             f"or tune on synthetic data with --dataset synthetic-{dataset.lower()}") from None
 
 
