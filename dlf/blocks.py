@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlf._kernels import dropout
 from dlf.config import ModelConfig
 from dlf.errors import DLFError
-from dlf.layers import TransformerEncoder, dropout
+from dlf.layers import TransformerEncoder
 
 __all__ = ["ResidualHead", "BertText", "LanguageFocusedAttractor", "CrossModalAttention", "make_encoder",
            "key_dropout"]

@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlf._kernels import dropout, temporal_conv
 from dlf.blocks import BertText, CrossModalAttention, LanguageFocusedAttractor, ResidualHead, key_dropout, make_encoder
 from dlf.config import LossConfig, ModelConfig, RunConfig
 from dlf.errors import DLFError
-from dlf.layers import dropout, temporal_conv
 
 __all__ = ["DLF", "DLFOutput", "build_model", "parameter_summary", "FUSION_ORDER"]
 

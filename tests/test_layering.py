@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 CORE = ["config", "errors", "resources", "fingerprint", "data", "synthetic", "metrics", "layers",
-        "blocks", "model", "losses", "train", "evaluate_loop", "parallel", "forkpool", "startup", "checkpoint", "catalogue", "convert"]
+        "blocks", "model", "losses", "train", "evaluate_loop", "parallel", "_kernels", "startup", "checkpoint", "catalogue", "convert"]
 FORBIDDEN = ["mlflow", "optuna", "typer", "pandas", "rich", "sklearn", "scipy", "dlf.study",
              "dlf.tracking", "dlf.executor", "dlf.tune", "dlf.report", "dlf.cli", "dlf.queue"]
 
