@@ -10,5 +10,5 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 DLF_HOME=
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$out/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" | tee -a "$out/gpu.txt"
 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$out/cuda-tests.txt"
-python3 benchmarks/train_step.py --device cuda --batch-workers 1 --repeats 5 2>&1 | tee "$out/train-step.txt"
-python3 benchmarks/epoch.py --device cuda --batch-workers 1 --epochs 3 2>&1 | tee "$out/epoch.txt"
+python3 benchmarks/train_step.py --device cuda --lanes 1 --repeats 5 2>&1 | tee "$out/train-step.txt"
+python3 benchmarks/epoch.py --device cuda --lanes 1 --epochs 3 2>&1 | tee "$out/epoch.txt"

@@ -1,9 +1,8 @@
 """Wall time of real MOSI-sized training epochs: the trainer end to end, not an estimate, beside the official work.
 
 Trains the full model (features mode, official protocol: micro-batches of 16, accumulation 10) on
-synthetic MOSI at the real split sizes (1284 / 229 / 686) with ``dlf.train.train_run`` for a few
-epochs, once per batch-worker setting (threads or forked processes; benchmarks/batch_workers.py
-compares those two interleaved), and prints per epoch the training + validation seconds, the seconds
+synthetic MOSI at the real split sizes (1284 / 229 / 686) with ``dlf.train.loop.train_run`` for a few
+epochs, once per lane count (concurrent micro-batches, dlf.train.lanes), and prints per epoch the training + validation seconds, the seconds
 of one test evaluation, and their sum (an epoch as the official trainer runs it: it also tests every
 epoch) for the fastest and the median epoch after the first.
 
@@ -20,7 +19,7 @@ understates the official time.
 Reference, the official code on a 2-core CPU: about 25 s per MOSI epoch. Target: under 10 s, i.e. at
 least 2.5x faster than the official code.
 
-    python benchmarks/epoch.py [--epochs 4] [--batch-workers 2] [--threads 2] [--variant full] [--device cpu]
+    python benchmarks/epoch.py [--epochs 4] [--lanes 2] [--threads 2] [--variant full] [--device cpu]
                                [--no-baseline]
 """
 from __future__ import annotations
@@ -37,18 +36,16 @@ from official_style import (  # this folder
     official_evaluate,
     official_train_epoch,
 )
-from train_step import parse_workers
 
 from dlf.study.catalogue import get_variant, variant_config
 from dlf.data.mmsa import load_dataset
 from dlf.train.evaluation import SplitTensors, evaluate
-from dlf.train.loop import Runtime, _batch_pool, torch_settings, train_run
+from dlf.train.loop import Runtime, _lane_pool, torch_settings, train_run
 
 
-def measure(cfg, dataset, workers: int, processes: bool | None, threads: int, device: str,
-            between=None) -> tuple[list[float], float]:
+def measure(cfg, dataset, lanes: int | None, threads: int, device: str, between=None) -> tuple[list[float], float]:
     """(seconds of each epoch's training + validation, seconds of one test evaluation); ``between()``
-    runs after each epoch but the last, off the clock (the pool's helpers wait meanwhile)."""
+    runs after each epoch but the last, off the clock (the lanes wait meanwhile)."""
     starts, ends = [time.perf_counter()], []
 
     def on_epoch(epoch: int, metrics: dict) -> None:
@@ -57,7 +54,7 @@ def measure(cfg, dataset, workers: int, processes: bool | None, threads: int, de
             between()
         starts.append(time.perf_counter())
 
-    runtime = Runtime(device=device, threads=threads, progress=False, batch_workers=workers, batch_processes=processes)
+    runtime = Runtime(device=device, threads=threads, progress=False, lanes=lanes)
     result = train_run(cfg, dataset, runtime, on_epoch=on_epoch)
     return [e - s for s, e in zip(starts, ends)], _test_seconds(cfg, dataset, result, runtime)
 
@@ -69,14 +66,14 @@ def _synced(device: str) -> float:
 
 
 def _test_seconds(cfg, dataset, result, runtime: Runtime) -> float:
-    """One test evaluation of the trained weights, with the trainer's own worker pool."""
+    """One test evaluation of the trained weights, on the trainer's own lanes."""
     from dlf.models.dlf.model import build_model
 
     device = torch.device(runtime.device)
     model = build_model(cfg, dataset.dims, dataset.seq_lens).to(device)
     model.load_state_dict(result.state_dict)
     test = SplitTensors.from_split(dataset.splits["test"], "features", device)
-    with torch_settings(device, runtime.threads), _batch_pool(model, cfg, device, runtime, (test,)) as pool:
+    with torch_settings(device, runtime.threads), _lane_pool(model, cfg, device, runtime) as pool:
         start = _synced(runtime.device)
         evaluate(model, test, cfg.train.eval_batch_size, pool=pool)
         return _synced(runtime.device) - start
@@ -139,11 +136,10 @@ def _baseline_row(seconds: list[tuple[float, float]]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--batch-workers", default="2",
-                    help="settings to compare in one process: N workers, as threads (Nt), processes (Np) or the default (N)")
+    ap.add_argument("--lanes", default="2", help="lane counts to compare in one process (concurrent micro-batches)")
     ap.add_argument("--threads", type=int, default=2, help="torch thread budget (default 2)")
     ap.add_argument("--variant", default="full")
-    ap.add_argument("--device", default="cpu", help="cpu or cuda (batch workers apply to the CPU only)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (lanes apply to the CPU only)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the interleaved official-style epochs")
     args = ap.parse_args()
     gc.freeze()  # as the CLI does after its imports (dlf.startup): collections skip those objects
@@ -153,13 +149,13 @@ def main() -> None:
     sizes = " / ".join(str(len(dataset.splits[s].ids)) for s in ("train", "valid", "test"))
     print(f"torch {torch.__version__}, {args.device}, thread budget {args.threads}, {args.variant}, "
           f"synthetic MOSI {sizes}, accumulation {cfg.train.accumulation}")
-    print(f"{'workers':>8} {'epoch (train+val) s':>20} {'test eval s':>12} "
+    print(f"{'lanes':>8} {'epoch (train+val) s':>20} {'test eval s':>12} "
           f"{'official-style epoch s: fastest':>32} {'median':>7}")
     with_baseline = args.device == "cpu" and not args.no_baseline and args.epochs > 1
     ratios = []
-    for spec in args.batch_workers.split(","):
+    for spec in args.lanes.split(","):
         baseline = OfficialBaseline(cfg, dataset, args.threads) if with_baseline else None
-        epochs, test = measure(cfg, dataset, *parse_workers(spec), args.threads, args.device,
+        epochs, test = measure(cfg, dataset, int(spec), args.threads, args.device,
                                baseline.epoch if baseline else None)
         steady = epochs[1:] or epochs  # the first epoch warms up
         shown = ", ".join(f"{e:.2f}" for e in epochs)

@@ -1,11 +1,10 @@
 """Training and evaluation speed of every catalogue variant at MOSI and MOSEI shapes (features mode).
 
 Runs the trainer's own code on random tensors of the real shapes: one gradient-accumulation window
-(``train.accumulation`` micro-batches of 16 through ``dlf.train._train_epoch``: forward, loss,
+(``train.accumulation`` micro-batches of 16 through ``dlf.train.loop._train_epoch``: forward, loss,
 gradients, in-order accumulation and value clipping, one optimizer step) and evaluation batches of
-64 through ``dlf.evaluate_loop.predict``, for each batch-worker setting of ``--batch-workers``
-(micro-batches of one window computed concurrently, one thread each: on threads, dlf.parallel, or
-on forked processes, dlf.forkpool). Prints the
+64 through ``dlf.evaluate_loop.predict``, for each lane count of ``--lanes`` (micro-batches of one
+window computed concurrently on threads, one intra-op thread each: dlf.train.lanes). Prints the
 median time per micro-step and per evaluation batch, and the estimated wall time of a full epoch
 (MOSI: 81 micro-steps + 229 + 686 evaluation samples; MOSEI: 1021 + 1871 + 4659).
 
@@ -17,7 +16,7 @@ Reference, the official code on a 2-core CPU (its model and loss, identity text 
 Benchmark one process at a time: two torch processes on the same cores slow each other down badly.
 
     python benchmarks/train_step.py [--threads 2] [--repeats 5] [--variants full,wo_lfa]
-                                    [--corpora mosi,mosei] [--batch-workers 1,2t,2p] [--device cpu] [--profile]
+                                    [--corpora mosi,mosei] [--lanes 1,2] [--device cpu] [--profile]
                                     [--no-baseline]
 """
 from __future__ import annotations
@@ -38,10 +37,9 @@ from official_style import (  # this folder
 from dlf.study.catalogue import REFERENCE_SHAPES, get_variant, load_catalogue, variant_config
 from dlf.errors import DLFError
 from dlf.train.evaluation import SplitTensors, predict
-from dlf.forkpool import ForkPool
 from dlf.models.dlf.losses import loss_terms
 from dlf.models.dlf.model import build_model
-from dlf.train.loop import Runtime, _batch_pool, _train_epoch, torch_settings
+from dlf.train.loop import Runtime, _lane_pool, _train_epoch, torch_settings
 
 SPLITS = {"mosi": (1284, 229, 686), "mosei": (16326, 1871, 4659)}  # train / valid / test samples
 BATCH, EVAL_BATCH = 16, 64
@@ -73,8 +71,7 @@ def time_it(fn, repeats: int, device: torch.device, warmup: int = 1) -> float:
     return statistics.median(wall)
 
 
-def bench_variant(cfg, corpus: str, repeats: int, device: torch.device, workers: int,
-                  processes: bool | None = None) -> dict[str, float]:
+def bench_variant(cfg, corpus: str, repeats: int, device: torch.device, lanes: int) -> dict[str, float]:
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     dims, lens = REFERENCE_SHAPES[corpus]
@@ -83,14 +80,13 @@ def bench_variant(cfg, corpus: str, repeats: int, device: torch.device, workers:
     opt = torch.optim.Adam(params, lr=cfg.train.lr)
     acc = cfg.train.accumulation
     train, evals = random_split(corpus, BATCH * acc, device, gen), random_split(corpus, EVAL_BATCH * 4, device, gen)
-    runtime = Runtime(device=str(device), batch_workers=workers, batch_processes=processes)
+    runtime = Runtime(device=str(device), lanes=lanes)
     threads = torch.get_num_threads()
-    with torch_settings(device, threads), _batch_pool(model, cfg, device, runtime, (train, evals)) as pool:
+    with torch_settings(device, threads), _lane_pool(model, cfg, device, runtime) as pool:
         shuffle = torch.Generator().manual_seed(0)
         window = time_it(lambda: _train_epoch(model, opt, params, cfg, train, shuffle, 1, pool, None), repeats, device)
         ev = time_it(lambda: predict(model, evals, EVAL_BATCH, pool), repeats, device) / 4
-        kind = "p" if isinstance(pool, ForkPool) else "t" if pool.workers > 1 else ""
-        setting = f"{pool.workers}x{pool.threads or threads}{kind}"
+        setting = f"{pool.lanes}x{pool.threads or threads}"
     return _figures(corpus, window / acc, ev, setting)
 
 
@@ -140,20 +136,13 @@ def profile_full(corpus: str, device: torch.device, rows: int = 25) -> None:
     print(f"operator calls per micro-step (all levels): {n_ops / 5:.0f}")
 
 
-def parse_workers(spec: str) -> tuple[int, bool | None]:
-    """'2' -> (2, None: the default kind), '2t' -> (2, False: threads), '2p' -> (2, True: processes)."""
-    kind = {"t": False, "p": True}.get(spec[-1:])
-    return int(spec[:-1] if kind is not None else spec), kind
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2, help="torch thread budget (default 2)")
     ap.add_argument("--repeats", type=int, default=5, help="timed accumulation windows per measurement (median)")
     ap.add_argument("--variants", default="", help="comma-separated catalogue names (default: all features-mode)")
     ap.add_argument("--corpora", default="mosi,mosei", help="dataset shapes: mosi, mosei or both")
-    ap.add_argument("--batch-workers", default="1,2t,2p",
-                    help="settings to compare: N workers, as threads (Nt), processes (Np) or the default (N)")
+    ap.add_argument("--lanes", default="1,2", help="lane counts to compare (concurrent micro-batches)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--profile", action="store_true", help="also print a torch.profiler table of the full model")
     ap.add_argument("--no-baseline", action="store_true", help="skip the official-style baseline rows")
@@ -169,7 +158,7 @@ def main() -> None:
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
           + f", thread budget {torch.get_num_threads()}, repeats {args.repeats}, "
           f"micro-batch {BATCH}, eval batch {EVAL_BATCH}")
-    print(f"{'corpus':7} {'variant':16} {'workers':>8} {'micro-step ms':>14} {'eval-64 ms':>11} {'epoch s':>8}")
+    print(f"{'corpus':7} {'variant':16} {'lanes':>8} {'micro-step ms':>14} {'eval-64 ms':>11} {'epoch s':>8}")
     ratios = []
     for corpus in args.corpora.split(","):
         base = None
@@ -181,8 +170,8 @@ def main() -> None:
             if cfg.model.text_encoder != "features":
                 print(f"{corpus:7} {name:16} skipped: text encoder {cfg.model.text_encoder} (features mode only)")
                 continue
-            for workers, processes in map(parse_workers, args.batch_workers.split(",")):
-                r = bench_variant(cfg, corpus, args.repeats, device, workers, processes)
+            for lanes in map(int, args.lanes.split(",")):
+                r = bench_variant(cfg, corpus, args.repeats, device, lanes)
                 _row(corpus, name, r)
                 if base is not None and name == "full":
                     ratios.append(f"{corpus} {r['setting']} {r['micro'] / base['micro']:.2f}")

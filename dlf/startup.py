@@ -5,6 +5,13 @@ long-lived objects, and every full collection walks all of them again: during th
 once more when the interpreter exits. Measured here (2-core CPU) for torch + Adam + an MLflow
 client: 5.3-6.4 s from start to exit as is, 3.5 s with the collector paused during the imports and
 those objects frozen afterwards (``gc.freeze``: kept out of every later collection).
+
+Process-wide, so it is the business of a process's entry points, never of the library (``train_run``
+leaves the collector as it finds it): each pauses it first (``defer_gc``: ``dlf.cli.main``, a spawned
+run or tune worker) and freezes before exit (``freeze_for_exit``). It is settled (``settle_gc``) once
+the trainer, torch and all, is imported, where a process starts training: the ``train`` and ``tune``
+commands, a study run in the CLI's own process (``dlf.pool``), a spawned run worker
+(``dlf.local_workers``) or tune worker (``dlf.tune.worker``), a queue worker (``dlf.worker``).
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import dlf
 # The core: configuration, data, models and the training loop. Orchestration stays out of it.
 CORE = ["config", "errors", "resources", "metrics", "startup", "data.mmsa", "data.synthetic", "data.fingerprint",
         "data.safe_pickle",
-        "models.layers", "models.text", "models.dlf.blocks", "models.dlf.model", "models.dlf.losses",
+        "models.layers", "models._kernels", "models.text", "models.dlf.blocks", "models.dlf.model", "models.dlf.losses",
         "train.loop", "train.evaluation", "train.lanes", "train.checkpoint", "train.convert"]
 FORBIDDEN = ["mlflow", "optuna", "typer", "pandas", "rich", "sklearn", "scipy", "dlf.study", "dlf.run",
              "dlf.tune", "dlf.report", "dlf.cli", "dlf.cluster"]

@@ -1,11 +1,13 @@
-"""dlf.layers against a plain, literal MulT transformer (time-first, per-head bmm, float mask)."""
+"""dlf.layers against a plain, literal MulT transformer (time-first, per-head bmm, float mask), and the CPU
+kernels it calls (dlf.models._kernels: attention, dropout, the temporal convolution) against their literal formulas."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from dlf.models.layers import TransformerEncoder, attention, dropout, keep_mask, mult_mask, sinusoidal_table
+from dlf.models._kernels import BLOCK, attention, dropout, keep_mask, temporal_conv
+from dlf.models.layers import TransformerEncoder, future_mask, mult_mask, sinusoidal_table
 
 torch.set_num_threads(1)
 
@@ -118,6 +120,9 @@ def test_mult_mask_offset_rule():
     # unequal lengths: offset |Tk - Tq| = 2, query i sees keys j <= i + 2
     assert torch.equal(mult_mask(2, 4), torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool))
     assert torch.equal(mult_mask(3, 2), torch.tensor([[1, 1], [1, 1], [1, 1]], dtype=torch.bool))
+    # the additive form the attention takes: the official triu(-inf, 1 + |Tk - Tq|)
+    for tq, tk in ((3, 3), (2, 4), (3, 2)):
+        assert torch.equal(future_mask(tq, tk), torch.triu(torch.full((tq, tk), float("-inf")), 1 + abs(tk - tq)))
 
 
 def test_keep_mask_statistics_and_values():
@@ -144,7 +149,7 @@ def test_attention_dropout_uses_one_mask_forward_and_backward():
     """With the RNG re-seeded, the attention dropout mask is keep_mask's first draw: check fwd and grads."""
     q, k, v = (torch.randn(2, 6, 8, requires_grad=True) for _ in range(3))
     torch.manual_seed(5)
-    out = attention(q, k, v, 2, 0.4, causal=True)
+    out = attention(q, k, v, 2, 0.4, future_mask(6, 6))
     grads = torch.autograd.grad(out.pow(2).sum(), (q, k, v))
     torch.manual_seed(5)
     keep = keep_mask((4, 6, 6), 0.4)
@@ -160,15 +165,13 @@ def test_attention_dropout_uses_one_mask_forward_and_backward():
 @pytest.mark.parametrize("tq,tk,p", [(9, 9, 0.0), (7, 12, 0.0), (6, 6, 0.3)])
 def test_blocked_attention_matches_the_literal_formula_past_one_block(tq, tk, p):
     """43 samples x 4 heads = 172 head-matrices: more than one BLOCK, the last one partial; with and
-    without autograd (the inference path keeps no probabilities), with dropout (6 x 6 = 36 lanes per
-    matrix, a multiple of 4: the blocks' draws then continue keep_mask's one stream exactly)."""
-    from dlf.models.layers import BLOCK
-
+    without autograd (the inference path keeps no probabilities), with dropout (6 x 6 = 36 random 16-bit
+    slices per matrix, a multiple of 4: the blocks' draws then continue keep_mask's one stream exactly)."""
     b, h, d = 43, 4, 8
     assert b * h > BLOCK and (b * h) % BLOCK
     q, k, v = torch.randn(b, tq, d, requires_grad=True), *(torch.randn(b, tk, d, requires_grad=True) for _ in "kv")
     torch.manual_seed(5)
-    out = attention(q, k, v, h, p, causal=True)
+    out = attention(q, k, v, h, p, future_mask(tq, tk))
     grads = torch.autograd.grad(out.pow(2).sum(), (q, k, v))
     torch.manual_seed(5)
     keep = keep_mask((b * h, tq, tk), p) if p else 1.0
@@ -181,4 +184,14 @@ def test_blocked_attention_matches_the_literal_formula_past_one_block(tq, tk, p)
         assert torch.allclose(a, r, atol=1e-5)
     if not p:
         with torch.inference_mode():
-            assert torch.allclose(attention(q, k, v, h, 0.0, causal=True), ref, atol=1e-6)
+            assert torch.allclose(attention(q, k, v, h, 0.0, future_mask(tq, tk)), ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_temporal_conv_is_conv1d_over_time(k):
+    """The GEMM-and-shifted-sums form against the literal Conv1d on the time-first layout (no bias, no padding)."""
+    g = torch.Generator().manual_seed(0)
+    x, weight = torch.randn(4, 11, 7, generator=g), torch.randn(5, 7, k, generator=g)
+    ref = F.conv1d(x.transpose(1, 2), weight).transpose(1, 2)
+    out = temporal_conv(x, weight)
+    assert out.shape == (4, 11 - k + 1, 5) and torch.allclose(out, ref, atol=1e-5)

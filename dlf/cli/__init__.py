@@ -39,7 +39,7 @@ def fail(message: str) -> None:
 
 
 def main() -> None:
-    defer_gc()  # until the first run starts (dlf.startup: imports are ~1-2 s faster without it)
+    defer_gc()  # through the command's heavy imports; it settles once they are done (dlf.startup: ~1-2 s)
     try:
         app()
     except DLFError as err:

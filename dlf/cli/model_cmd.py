@@ -40,8 +40,10 @@ def train(
 ) -> None:
     """Train one run (official protocol) and print validation and test metrics of the selected epoch."""
     from dlf.study.catalogue import prepare_run
+    from dlf.startup import settle_gc
     from dlf.train.loop import Runtime, resolve_device, train_run
 
+    settle_gc()  # the trainer is imported: collect normally from here on (dlf.startup)
     sets = _sets(set_) | ({"seed": seed} if seed is not None else {})
     resolve_device(device)  # fail before loading any data
     cfg, data, var = prepare_run(dataset, variant, sets, data_root)

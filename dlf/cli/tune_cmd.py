@@ -55,9 +55,13 @@ def tune(
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the importance/history/Pareto PNGs."),
 ) -> None:
     """Search loss weights with Optuna on VALIDATION metrics; resumable, tracked, exported for `run`."""
+    import dlf.train.loop  # noqa: F401 - torch and optuna, which trials need, imported before the collector
+    import dlf.tune.search  # noqa: F401 - settles (dlf.startup)
     from dlf.config import parse_set_options
+    from dlf.startup import settle_gc
     from dlf.tune import TuneOptions, tune as run_tune
 
+    settle_gc()
     opts = TuneOptions(
         study=study, dataset=dataset, variant=variant, trials=trials, space=str(space) if space else None,
         storage=storage, study_name=study_name, workers=workers, devices=devices, pruner=pruner,

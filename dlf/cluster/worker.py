@@ -228,7 +228,7 @@ class Worker:
                 from dlf.train.loop import Runtime
 
                 self.runtime = Runtime(device=self.opts.device, threads=self.opts.threads, progress=False)
-            settle_gc()  # a worker may poll for hours before its first run (dlf.startup)
+            settle_gc()  # the trainer is imported; polls may last hours before a first run (dlf.startup)
             while sig.stop is None:
                 claim = queue.claim(self.id, self.opts.stale, self.opts.study, self.runs.decode)
                 if claim is not None and sig.stop is not None:  # stopped during the claim itself

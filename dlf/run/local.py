@@ -155,8 +155,10 @@ def worker_envs(workers: int, gpus: list[str] | None, threads: int) -> list[dict
 
 
 def _run_inline(pending: list, uri: str, runtime_kwargs: dict, record, emit: Emit) -> None:
+    from dlf.startup import settle_gc
     from dlf.train.loop import Runtime
 
+    settle_gc()  # this process starts training: collect normally from here on (dlf.startup)
     runtime = Runtime(**runtime_kwargs)
     todo = deque((spec, False) for spec in pending)
     while todo:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from dlf.run import tracking
 from dlf.run.executor import BUSY, FAILED, RunOutcome, execute_run, mark_abandoned
-from dlf.startup import defer_gc, freeze_for_exit
+from dlf.startup import defer_gc, freeze_for_exit, settle_gc
 
 STOP_GRACE_SECONDS = 60.0  # how long interrupted workers get to close their runs as KILLED
 
@@ -153,15 +153,17 @@ class LocalWorkers:
 def _worker_main(wid: int, conn, uri: str, runtime_kwargs: dict, env: dict, parent_pid: int) -> None:
     """A worker process: set its GPU/thread environment before torch loads, then run specs."""
     os.environ.update(env)
-    defer_gc()  # until its first run starts (dlf.startup)
+    defer_gc()  # through its imports (dlf.startup)
     # Ctrl-C reaches the whole process group; only the main process reacts, and it stops the
     # workers with SIGTERM, which interrupts the current run like Ctrl-C would.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+    import mlflow  # noqa: F401 - every run is tracked
     from dlf.study.spec import RunSpec
     from dlf.train.loop import Runtime
 
+    settle_gc()  # the trainer and the tracking client are imported: collect normally from here on
     runtime = Runtime(**runtime_kwargs)
     try:
         while (item := conn.recv()) is not None:

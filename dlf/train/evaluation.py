@@ -13,8 +13,7 @@ import torch
 
 from dlf.errors import DLFError
 from dlf.models.registry import prediction
-from dlf.forkpool import ForkPool
-from dlf.train.lanes import BatchPool
+from dlf.train.lanes import LanePool
 
 __all__ = ["SplitTensors", "predict", "evaluate", "all_outputs"]
 
@@ -59,16 +58,16 @@ class SplitTensors:
 
 
 def predict(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64,
-            pool: BatchPool | ForkPool | None = None) -> torch.Tensor:
+            pool: LanePool | None = None) -> torch.Tensor:
     """Final-head predictions (N,) for the whole split, in order, in eval mode without autograd.
 
-    ``pool`` computes the batches concurrently (dlf.parallel, dlf.forkpool); each batch's result is the same.
+    ``pool`` computes the batches concurrently on its lanes (dlf.train.lanes); each batch's result is the same.
     """
     was_training = model.training
     model.eval()
     with torch.inference_mode():
         items = [(start, batch_size) for start in range(0, data.n, batch_size)]
-        outs = list((pool or BatchPool()).map(_predict_batch, items, model, data))
+        outs = list((pool or LanePool()).map(_predict_batch, items, model, data))
     model.train(was_training)
     return torch.cat(outs) if outs else torch.zeros(0, device=data.device)
 
@@ -76,8 +75,6 @@ def predict(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64,
 def _predict_batch(model: torch.nn.Module, data: SplitTensors, item: tuple[int, int]) -> torch.Tensor:
     """A pool task: predictions for ``batch`` samples from ``start`` (eval mode, no autograd)."""
     start, batch = item
-    if model.training:  # a forked helper's model keeps its last mode
-        model.eval()
     sl = slice(start, start + batch)
     with torch.inference_mode():
         out = model(data.text[sl], data.audio[sl], data.vision[sl], with_losses=False)
@@ -103,7 +100,7 @@ def all_outputs(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64
 
 
 def evaluate(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64, epoch: int | None = None,
-             pool: BatchPool | ForkPool | None = None) -> tuple[np.ndarray, dict[str, float]]:
+             pool: LanePool | None = None) -> tuple[np.ndarray, dict[str, float]]:
     """(predictions as a numpy array, ``msa_metrics``) on one split; non-finite predictions are an error."""
     from dlf.metrics import msa_metrics
 

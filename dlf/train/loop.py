@@ -16,10 +16,10 @@ Deliberate differences from the official code, both about measurement, not about
 - The test split is never evaluated per epoch (the official trainer logs it every epoch).
 
 Speed without changing the arithmetic: on the CPU the micro-batches of one accumulation window are
-computed concurrently (they share the weights) by forked helper processes (``dlf.forkpool``, on
-Linux) or threads (``dlf.parallel``, elsewhere), then accumulated and clipped in order;
-evaluation batches likewise. Each micro-batch draws its dropout masks from its own generator (seed,
-epoch, index), so a run's numbers do not depend on the number or the kind of workers.
+computed concurrently (they share the weights) on lanes, threads of this process (``dlf.train.lanes``),
+then accumulated and clipped in order; evaluation batches likewise. Each micro-batch draws its
+dropout masks from its own generator (seed, epoch, index), so a run's numbers do not depend on the
+number of lanes.
 
 Kept as official: the < ``accumulation`` micro-batches left at the end of an epoch never reach an
 optimizer step (the official end-of-epoch step can never fire; the next epoch zeroes their
@@ -39,13 +39,11 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from dlf.models._kernels import dropout_rng
 from dlf.config import RunConfig
 from dlf.errors import DLFError
 from dlf.train.evaluation import SplitTensors, evaluate, predict
-from dlf.models.layers import dropout_rng
-from dlf.forkpool import ForkPool, fork_available, share_parameters
-from dlf.train.lanes import BatchPool, batch_generator, plan_workers
-from dlf.startup import settle_gc
+from dlf.train.lanes import LanePool, batch_generator, plan_lanes
 
 # on_epoch(epoch, metrics) after each epoch's validation; it may raise to stop the run.
 EpochSink = Callable[[int, dict[str, float]], None]
@@ -64,10 +62,7 @@ class Runtime:
     device: str = "auto"  # 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...
     threads: int | None = None  # torch intra-op threads for this run; None keeps the current setting
     progress: bool = True  # whether a front-end should render progress (the core only calls callbacks)
-    batch_workers: int | None = None  # CPU micro-batches computed at once; None = automatic
-    # Those workers as forked processes (dlf.forkpool) or as threads (dlf.parallel); None = processes
-    # where fork exists (Linux), threads elsewhere. Same results.
-    batch_processes: bool | None = None
+    lanes: int | None = None  # CPU micro-batches computed at once (dlf.train.lanes); None = automatic. Same results.
 
 
 @dataclass
@@ -133,7 +128,6 @@ def train_run(cfg: RunConfig, dataset: Any, runtime: Runtime = Runtime(), on_epo
     """Train one model on ``dataset`` (an ``MSADataset``) under ``cfg`` and evaluate the selected epoch."""
     from dlf.models.registry import build_model
 
-    settle_gc()  # the start-up imports are done (dlf.startup): collect normally during training
     device = resolve_device(runtime.device)
     run_start = time.perf_counter()
     with torch_settings(device, runtime.threads):
@@ -142,7 +136,7 @@ def train_run(cfg: RunConfig, dataset: Any, runtime: Runtime = Runtime(), on_epo
         splits = {name: SplitTensors.from_split(dataset.splits[name], cfg.model.text_encoder, device)
                   for name in ("train", "valid", "test")}
         _check_steps(cfg, splits["train"].n, getattr(dataset, "display_name", "the dataset"))
-        with _batch_pool(model, cfg, device, runtime, tuple(splits.values())) as pool:
+        with _lane_pool(model, cfg, device, runtime) as pool:
             start = time.perf_counter()
             history, best_epoch, best_state, stopped = _fit(model, cfg, splits, pool, on_epoch, progress)
             train_seconds = time.perf_counter() - start
@@ -160,31 +154,16 @@ def train_run(cfg: RunConfig, dataset: Any, runtime: Runtime = Runtime(), on_epo
         run_seconds=time.perf_counter() - run_start)
 
 
-def _batch_pool(model: torch.nn.Module, cfg: RunConfig, device: torch.device, runtime: Runtime,
-                data: Sequence[SplitTensors] = ()) -> BatchPool | ForkPool:
-    """Workers for concurrent batches (dlf.parallel, dlf.forkpool) over ``model`` and the splits ``data``.
-
-    Thread workers: the calling thread keeps the whole thread budget only when training cannot overlap
-    micro-batches (no accumulation), and a worker's share otherwise. Process workers (used only with
-    accumulation): every process, the caller included, runs one thread; the trainable parameters move
-    to shared memory first.
-    """
+def _lane_pool(model: torch.nn.Module, cfg: RunConfig, device: torch.device, runtime: Runtime) -> LanePool:
+    """Lanes for concurrent batches (dlf.train.lanes). The calling thread keeps the whole thread budget
+    when training cannot overlap micro-batches (no accumulation: a window of one runs inline on it),
+    and a lane's share otherwise."""
     text = getattr(model, "text_encoder", None)
     global_rng = text is not None and not getattr(text, "frozen", True)  # BERT's own dropout
-    processes = runtime.batch_processes
-    if processes and not fork_available():
-        raise DLFError("Runtime(batch_processes=True) needs os.fork (Linux); use batch_processes=False")
-    if processes is None:  # no shared GIL: training ~4% faster on 2 cores (median, benchmarks/batch_workers.py),
-        processes = fork_available()  # and up to 4 workers where threads stop at 2
-    processes = processes and cfg.train.accumulation > 1
-    workers, each = plan_workers(device, torch.get_num_threads(), runtime.batch_workers, global_rng, processes)
-    if workers > 1 and processes:
-        torch.set_num_threads(1)  # restored by torch_settings
-        n_params = share_parameters(model)
-        return ForkPool(workers, (model, cfg, *data), slot_numel=n_params + 256)  # + the loss terms
-    if workers > 1 and cfg.train.accumulation > 1:
+    lanes, each = plan_lanes(device, torch.get_num_threads(), runtime.lanes, global_rng)
+    if lanes > 1 and cfg.train.accumulation > 1:
         torch.set_num_threads(each)  # restored by torch_settings
-    return BatchPool(workers, each)
+    return LanePool(lanes, each)
 
 
 def _check_steps(cfg: RunConfig, n_train: int, name: str) -> None:
@@ -196,7 +175,7 @@ def _check_steps(cfg: RunConfig, n_train: int, name: str) -> None:
             f"set train.accumulation to at most {micro} (e.g. --set train.accumulation=1)")
 
 
-def _fit(model: torch.nn.Module, cfg: RunConfig, splits: Mapping[str, SplitTensors], pool: BatchPool | ForkPool,
+def _fit(model: torch.nn.Module, cfg: RunConfig, splits: Mapping[str, SplitTensors], pool: LanePool,
          on_epoch: EpochSink | None, progress: ProgressFn | None):
     """The epoch loop: train, validate, schedule, select, stop. Returns history and the best weights."""
     t = cfg.train
@@ -252,7 +231,7 @@ def _val_loss(pred: Any, data: SplitTensors, metrics: Mapping[str, float], t: An
 
 
 def _train_epoch(model, optimizer, params, cfg: RunConfig, data: SplitTensors, shuffle: torch.Generator,
-                 epoch: int, pool: BatchPool | ForkPool, progress: ProgressFn | None) -> dict[str, float]:
+                 epoch: int, pool: LanePool, progress: ProgressFn | None) -> dict[str, float]:
     """One pass over the training split; returns sample-weighted mean loss terms as train_<term>.
 
     Micro-batches are taken one accumulation window at a time: those of a window share the weights,
@@ -297,8 +276,6 @@ def _micro_batch(model: torch.nn.Module, cfg: RunConfig, data: SplitTensors,
     from dlf.models.registry import family_of
 
     epoch, i, idx, with_grad = item
-    if not model.training:  # a forked helper's model keeps its last mode (a full train() walk costs ~1 ms)
-        model.train()
     inputs, labels = data.take(torch.tensor(idx, device=data.device))
     rng = batch_generator(cfg.seed, epoch, i) if data.device.type == "cpu" else None
     with dropout_rng(rng), torch.set_grad_enabled(with_grad):

@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlf.models.dlf.config import ModelConfig
 from dlf.errors import DLFError
-from dlf.models.layers import TransformerEncoder, dropout
+from dlf.models._kernels import dropout
+from dlf.models.dlf.config import ModelConfig
+from dlf.models.layers import TransformerEncoder
 
 __all__ = ["ResidualHead", "BertText", "LanguageFocusedAttractor", "CrossModalAttention", "make_encoder",
            "key_dropout"]

@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlf.models.dlf.blocks import CrossModalAttention, LanguageFocusedAttractor, ResidualHead, key_dropout, make_encoder
 from dlf.config import RunConfig
-from dlf.models.dlf.config import LossConfig, ModelConfig
 from dlf.errors import DLFError
-from dlf.models.layers import dropout, temporal_conv
+from dlf.models._kernels import dropout, temporal_conv
+from dlf.models.dlf.blocks import CrossModalAttention, LanguageFocusedAttractor, ResidualHead, key_dropout, make_encoder
+from dlf.models.dlf.config import LossConfig, ModelConfig
 from dlf.models.text import BertText
 
 __all__ = ["DLF", "DLFOutput", "build_model", "parameter_summary", "FUSION_ORDER"]
