@@ -33,6 +33,7 @@ VARIANTS = {  # name: (group, label, latex, order, base Acc-7 in points, seed-wo
     "wo_lr": ("Different Regularization", "w/o L_r", "w/o $\\mathcal{L}_r$", 20, 45.1, 1.0),
     "wo_lfa": ("Different Components", "w/o LFA", "w/o LFA", 31, 42.3, -1.0),
     "wo_ld": ("Extras", "w/o L_d", "w/o $\\mathcal{L}_d$", 100, 45.6, 2.0),
+    "tfn": ("Baselines", "TFN", "TFN", 110, 35.0, 1.5),
 }
 WOBBLE = (0.4, -0.2, 0.1)  # per seed, times k
 
@@ -61,9 +62,9 @@ def runs(study: str, plan: dict[str, tuple[str, bool, list[str]]], seeds=(0, 1, 
     return pd.DataFrame(rows)
 
 
-SYNTH = runs("golden-synth", {"synthetic-mosi": ("mosi", True, list(VARIANTS))},
+SYNTH = runs("golden-synth", {"synthetic-mosi": ("mosi", True, [v for v in VARIANTS if v != "tfn"])},
              drop={("only_a", "synthetic-mosi", 2)})
-REAL = runs("golden-real", {"mosi": ("mosi", False, ["full", "wo_lr"]), "mosei": ("mosei", False, ["full"])})
+REAL = runs("golden-real", {"mosi": ("mosi", False, ["full", "wo_lr", "tfn"]), "mosei": ("mosei", False, ["full", "tfn"])})
 
 
 def tables(frame: pd.DataFrame, paper_columns: bool = True, ddof: int = 1):
@@ -110,8 +111,19 @@ def test_layout_of_the_paper_tables():
     t1 = real["table1"]
     assert [d.display for d in t1.datasets] == ["MOSI", "MOSEI"]
     assert [c.metric for c in t1.groups[0].columns] == ["acc7", "acc5", "acc2", "f1", "corr", "mae"]
-    assert [r.label for r in t1.blocks[0].rows][:2] == ["TFN", "LMF"] and t1.blocks[0].kind == "reference"
-    assert [r.kind for r in t1.blocks[1].rows] == ["measured", "gap", "gap_std"]
+    # TFN was trained: its measured row replaces the quoted one, as does DLF's own; PMR stays quoted
+    assert [r.label for r in t1.blocks[0].rows][:2] == ["LMF", "EF-LSTM"] and t1.blocks[0].kind == "reference"
+    assert "PMR" in [r.label for r in t1.blocks[0].rows] and "DLF (paper)" not in [r.label for r in t1.blocks[0].rows]
+    assert [(r.label, r.kind) for r in t1.blocks[1].rows] == [("DLF (Ours)", "measured"), ("gap to paper", "gap"),
+                                                               ("TFN", "measured"), ("gap to paper", "gap")]
+    tfn = t1.blocks[1].rows[2]
+    # TFN Acc-7 on MOSI: 35.0 + 1.5 * (0.4, -0.2, 0.1) -> mean 35.15; the paper quotes 34.90 -> gap 0.25
+    assert tfn.cells["mosi:acc7"].mean == pytest.approx(35.15) and tfn.cells["mosi:acc7"].gap == pytest.approx(0.25)
+    assert tfn.cells["mosi:acc7"].sig  # 11 points below DLF on every seed
+    assert "tfn" not in {r.variant for b in real["table2-mosi"].blocks for r in b.rows}  # baselines: Table 1 only
+    agg = aggregate(REAL, ddof=1, alpha=0.05, paper=load_paper_tables())
+    every = next(t for t in build_tables(agg, load_paper_tables(), quoted=True) if t.name == "table1")
+    assert {"TFN", "DLF (paper)"} <= {r.label for r in every.blocks[0].rows}
     assert real["table2-mosi"].paper_columns
 
 

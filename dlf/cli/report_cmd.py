@@ -35,6 +35,8 @@ def report(
                                 "t-tests against the full model (Holm-corrected)."),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="With a file format, also draw the "
                                  "ablation bar chart and the 7-class confusion matrix (PDF and PNG)."),
+    quoted: bool = typer.Option(False, "--quoted", help="Table 1: also show the paper's rows of the methods "
+                                "trained here (by default only untrained methods, e.g. PMR, are quoted)."),
 ) -> None:
     """Paper-style Table 1 / Table 2 from tracked runs: mean +- std over seeds, paired tests, gaps to the paper.
 
@@ -47,7 +49,7 @@ def report(
 
     console, err = Console(), Console(stderr=True)
     opts = ReportOptions(tuple(studies or ()), tracking_uri, latex, markdown, csv, figures, out,
-                         std_ddof, not no_paper, alpha)
+                         std_ddof, not no_paper, alpha, quoted)
     with err.status("reading the tracked runs") as status:  # transient: gone once done
         reports = make_report(opts, progress=status.update)
     for rep in reports:

@@ -25,6 +25,7 @@ class ReportOptions:
     ddof: int = 1
     paper: bool = True  # the paper's numbers and our gap to them, for real MOSI/MOSEI rows
     alpha: float = 0.05
+    quoted: bool = False  # Table 1: the paper's rows of the methods we trained too (hidden by default)
 
     @property
     def writes_files(self) -> bool:
@@ -72,7 +73,7 @@ def make_report(opts: ReportOptions, progress: Callable[[str], None] | None = No
     paper = load_paper_tables()
     frame = aggregate(finished, ddof=opts.ddof, alpha=opts.alpha, paper=paper)
     order = {name: list(dict.fromkeys(d for _, d, _ in s)) for name, s in slots.items() if s}
-    tables = build_tables(frame, paper, opts.paper, opts.ddof, opts.alpha, order)
+    tables = build_tables(frame, paper, opts.paper, opts.ddof, opts.alpha, order, opts.quoted)
     reports = []
     for study in dict.fromkeys(list(slots) or list(finished["study"])):
         mine = got.problems[got.problems["study"] == study].drop(columns="study")

@@ -135,8 +135,8 @@ def add_paper(frame: pd.DataFrame, paper: PaperTables, metrics: Sequence[str]) -
     frame = frame.copy()
     real = ~frame["synthetic"].astype(bool) & frame["corpus"].isin(PAPER_CORPORA)
     for m in metrics:
-        ref = [paper.value(v, f, m) if ok else None
-               for v, f, ok in zip(frame["variant"], frame["corpus"], real)]
+        ref = [paper.value(v, f, m, label) if ok else None
+               for v, f, label, ok in zip(frame["variant"], frame["corpus"], frame["label"], real)]
         frame[f"{m}_paper"] = pd.to_numeric(pd.Series(ref, index=frame.index, dtype=object))
         frame[f"{m}_gap"] = frame[f"{m}_mean"] - frame[f"{m}_paper"]
         std = frame[f"{m}_std"].where(frame[f"{m}_std"] > 0)

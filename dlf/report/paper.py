@@ -25,6 +25,12 @@ TABLE2_METRICS = ("acc7", "acc2", "f1", "mae")
 PAPER_GROUPS = ("Different Modalities", "Different Regularization", "Different Components")
 PAPER_CORPORA = ("mosi", "mosei")
 FULL_VARIANT = "full"
+BASELINE_GROUP = "Baselines"  # catalogue group of the methods Table 1 compares DLF with
+
+
+def method_key(name: str) -> str:
+    """A method's name for matching our rows with the paper's ('MulT' = 'MuLT', 'Graph-MFN' = 'graphmfn')."""
+    return "".join(ch for ch in str(name).lower() if ch.isalnum())
 
 # The paper's source marks on Table 1 baseline rows (see its caption) and what each means.
 SOURCE_MARKS = {"misa_paper": "*", "thuiar": "\u2020", "reproduced": "**", "original": "", "dlf": ""}
@@ -66,15 +72,16 @@ class PaperTables:
     table2: dict[str, dict[str, Any]]  # variant -> row (group, label, metric values), MOSI only
     table2_corpus: str
 
-    def value(self, variant: str, corpus: str, metric: str) -> float | None:
+    def value(self, variant: str, corpus: str, metric: str, label: str | None = None) -> float | None:
         """The paper's number for one of our measured cells, or None if it has none.
 
-        The full model's numbers come from Table 1 (both datasets); ablations from Table 2 (MOSI).
+        The full model's numbers come from Table 1 (both datasets), as do a baseline's (matched by its
+        catalogue label, e.g. 'TFN'); ablations from Table 2 (MOSI).
         """
-        if variant == FULL_VARIANT:
-            for row in self.table1:
-                if row.source == "dlf":
-                    return row.values.get(corpus, {}).get(metric)
+        for row in self.table1:
+            if (variant == FULL_VARIANT and row.source == "dlf") or (
+                    label is not None and row.source != "dlf" and method_key(row.method) == method_key(label)):
+                return row.values.get(corpus, {}).get(metric)
         if corpus == self.table2_corpus and variant in self.table2:
             return self.table2[variant].get(metric)
         return None

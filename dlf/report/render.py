@@ -179,8 +179,8 @@ def notes(table: Table, st: Style) -> list[str]:
         out.append(f"Paper: the DLF paper's number; {st.delta}: ours minus paper in points "
                    f"(in brackets, in units of our std {st.sigma}).")
     elif table.paper_columns:
-        out.append(f"{st.delta} to paper: our mean minus the paper's DLF row, in points; in std units: "
-                   f"divided by our std {st.sigma}.")
+        out.append(f"{st.delta} to paper: our mean minus the paper's number for the same method, in points "
+                   f"(the CSV also has it in units of our std {st.sigma}).")
     used = {r.mark for r in rows if r.mark} | {c.mark for c in cells if c.mark}
     for mark in [m for m in SOURCE_NOTES if m in used]:  # a fixed order: the paper caption's
         out.append(f"{st.sup(mark)}: {SOURCE_NOTES.get(mark, 'see the paper')}.")

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dlf.report.paper import LABELS, PAPER_CORPORA, PAPER_GROUPS, TABLE1_METRICS, TABLE2_METRICS, \
-    PaperTables, decimals
+from dlf.report.paper import BASELINE_GROUP, LABELS, PAPER_CORPORA, PAPER_GROUPS, TABLE1_METRICS, \
+    TABLE2_METRICS, PaperTables, decimals, method_key
 
 if TYPE_CHECKING:  # the structures stay importable without pandas: render uses them
     import pandas as pd
@@ -189,30 +189,48 @@ def table2(frame: pd.DataFrame, study: str, dataset: str, paper_columns: bool, d
 
 
 def table1(frame: pd.DataFrame, study: str, datasets: list[str], paper: PaperTables | None,
-           paper_columns: bool, ddof: int, alpha: float) -> Table:
-    """Quoted baselines + our measured reference model across ``datasets`` (reference rows only)."""
-    records = {r["dataset"]: r for r in frame.to_dict("records")}
-    infos = [dataset_info(d, records[d]["corpus"], records[d]["synthetic"]) for d in datasets]
+           paper_columns: bool, ddof: int, alpha: float, quoted: bool = False) -> Table:
+    """Methods x datasets: a measured row for our reference model and every baseline we trained
+    (mean +- std, paired test against the reference, gap to the paper's number), quoted rows for the
+    methods we did not train (all quoted rows with ``quoted``)."""
+    records = frame.to_dict("records")
+    by_dataset = {r["dataset"]: r for r in records}
+    infos = [dataset_info(d, by_dataset[d]["corpus"], by_dataset[d]["synthetic"]) for d in datasets]
     metrics = list(TABLE1_METRICS)  # the quoted rows have all six, whatever we measured
     groups = [ColumnGroup(_column_title(i), [Column(i.name, m) for m in metrics]) for i in infos]
+    rows = _method_rows(records, datasets, metrics, paper_columns)
+    trained = {method_key(r.label) for r in rows if r.kind == "measured"}
     blocks = []
     if paper is not None:
-        blocks.append(Block("quoted", [_quoted_row(r, infos, metrics) for r in paper.table1], "reference"))
-    first = records[datasets[0]]
-    mine = Row(first["label"], _text(first.get("latex")), "measured", first["variant"], None,
-               min(int(r["n"]) for r in records.values()), is_reference=True)
-    for d in datasets:
-        mine.cells.update(_measured_row(records[d], metrics).cells)
-    rows = [mine]
-    show_gap = paper_columns and any(c.gap is not None for c in mine.cells.values())
-    if show_gap:
-        rows += [Row(f"{kind} to paper", None, kind, mine.variant, None, mine.n, cells=mine.cells)
-                 for kind in ("gap", "gap_std")]
+        shown = [r for r in paper.table1 if quoted or (r.source != "dlf" and method_key(r.method) not in trained)]
+        if shown:
+            blocks.append(Block("quoted", [_quoted_row(r, infos, metrics) for r in shown], "reference"))
     blocks.append(Block("measured", rows))
     _bold_table1(blocks, infos, metrics)
-    n_values = sorted({int(r["n"]) for r in records.values()})  # one row: n can differ only by dataset
-    return Table("table1", "table1", study, infos, groups, blocks, ddof, alpha, first["label"],
-                 False, n_values, show_gap)
+    ref = next((r for r in rows if r.is_reference), rows[0])
+    n_values = sorted({int(r["n"]) for r in records})
+    return Table("table1", "table1", study, infos, groups, blocks, ddof, alpha, ref.label,
+                 len(n_values) > 1, n_values, any(r.kind == "gap" for r in rows))
+
+
+def _method_rows(records: list[dict], datasets: list[str], metrics, paper_columns: bool) -> list[Row]:
+    """One row per method (the reference first, then baselines by catalogue order), each with its
+    cells on every dataset; with ``paper_columns``, a gap-to-paper row under every method that has one."""
+    variants = sorted({r["variant"] for r in records},
+                      key=lambda v: next((not r["is_reference"], r["order"], r["label"]) for r in records
+                                         if r["variant"] == v))
+    rows = []
+    for v in variants:
+        mine = [r for r in records if r["variant"] == v and r["dataset"] in datasets]
+        first = mine[0]
+        row = Row(first["label"], _text(first.get("latex")), "measured", v, None, min(int(r["n"]) for r in mine),
+                  is_reference=bool(first["is_reference"]))
+        for rec in mine:
+            row.cells.update(_measured_row(rec, metrics).cells)
+        rows.append(row)
+        if paper_columns and any(c.gap is not None for c in row.cells.values()):
+            rows.append(Row("gap to paper", None, "gap", v, None, row.n, cells=row.cells))
+    return rows
 
 
 def _column_title(info: Dataset) -> str:
@@ -251,21 +269,23 @@ def slug(text: str) -> str:
 
 def build_tables(frame: pd.DataFrame, paper: PaperTables | None, paper_columns: bool = True,
                  ddof: int = 1, alpha: float = 0.05,
-                 dataset_order: dict[str, list[str]] | None = None) -> list[Table]:
+                 dataset_order: dict[str, list[str]] | None = None, quoted: bool = False) -> list[Table]:
     """Every table the data supports: a Table 2 per study x dataset with ablation rows, and a
-    Table 1 per study with the reference model. ``dataset_order``: study -> datasets as written."""
+    Table 1 per study with the reference model and the baselines (catalogue group 'Baselines').
+    ``dataset_order``: study -> datasets as written; ``quoted``: every quoted Table 1 row."""
     tables = []
     for study, mine in frame.groupby("study", sort=False):
         order = (dataset_order or {}).get(study) or []
         datasets = sorted(mine["dataset"].unique(), key=lambda d: _dataset_rank(d, order, mine))
+        baseline = mine["group"] == BASELINE_GROUP
         for d in datasets:
-            part = mine[mine["dataset"] == d]
+            part = mine[(mine["dataset"] == d) & ~baseline]
             if (~part["is_reference"]).any():
                 tables.append(table2(part, study, d, paper_columns, ddof, alpha))
-        ref = mine[mine["is_reference"]]
-        if not ref.empty:
-            shown = [d for d in datasets if d in set(ref["dataset"])]
-            tables.append(table1(ref, study, shown, paper, paper_columns, ddof, alpha))
+        methods = mine[mine["is_reference"] | baseline]
+        if mine["is_reference"].any():
+            shown = [d for d in datasets if d in set(mine.loc[mine["is_reference"], "dataset"])]
+            tables.append(table1(methods, study, shown, paper, paper_columns, ddof, alpha, quoted))
     return tables
 
 
