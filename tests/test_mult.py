@@ -144,6 +144,20 @@ def test_the_mult_mask_offsets_crossmodal_keys_by_the_length_difference():
         assert changed == ({13: [10], 3: list(range(11))} if masked else {13: list(range(11)), 3: list(range(11))})
 
 
+def test_positions_are_off_by_default_and_switchable():
+    outs = {}
+    for positions in (False, True):
+        _, model, x = _small(**{"model.positions": positions})
+        model.eval()
+        enc = model.trans_l_with_a
+        assert enc.positions == positions
+        if not positions:  # the embedding is the sqrt(d) scale alone
+            assert torch.equal(enc.embed(x[1][:, :, :1].expand(-1, -1, 10)), x[1][:, :, :1].expand(-1, -1, 10) * 10 ** 0.5)
+        with torch.no_grad():
+            outs[positions] = model(*x)["M"]
+    assert not torch.allclose(outs[False], outs[True])
+
+
 def test_check_refuses_a_modality_subset_and_bad_heads():
     with pytest.raises(DLFError, match="MulT needs all of l, a, v"):
         apply_overrides(preset("mosi", "mult"), {"model.modalities": ["l", "a"]})
