@@ -137,18 +137,24 @@ class TransformerLayer(nn.Module):
 
 
 class TransformerEncoder(nn.Module):
-    """Embedding (sqrt(d) scale + sinusoidal positions + dropout), ``n_layers`` layers, final LayerNorm."""
+    """Embedding (sqrt(d) scale + sinusoidal positions + dropout), ``n_layers`` layers, final LayerNorm.
+
+    ``positions=False`` leaves the positions out (the embedding is the sqrt(d) scale alone), as MMSA's
+    MULT does."""
 
     def __init__(self, d: int, n_heads: int, n_layers: int, attn_dropout: float = 0.0, relu_dropout: float = 0.0,
-                 res_dropout: float = 0.0, embed_dropout: float = 0.0, causal: bool = True):
+                 res_dropout: float = 0.0, embed_dropout: float = 0.0, causal: bool = True, positions: bool = True):
         super().__init__()
         self.d, self.embed_scale, self.embed_dropout = d, math.sqrt(d), embed_dropout
+        self.positions = positions
         self.layers = nn.ModuleList(
             [TransformerLayer(d, n_heads, attn_dropout, relu_dropout, res_dropout, causal) for _ in range(n_layers)])
         self.layer_norm = nn.LayerNorm(d)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """sqrt(d) * x + position embedding, zero where channel 0 of x is exactly 0 (fairseq padding rule)."""
+        if not self.positions:
+            return x * self.embed_scale
         table = sinusoidal_table(x.shape[1], self.d, str(x.device), x.dtype)  # (T, d)
         keep = (x[..., :1] != 0).to(x.dtype)  # (B, T, 1)
         return torch.addcmul(x * self.embed_scale, keep, table)
