@@ -43,6 +43,7 @@ def _small(**overrides):
 
 
 @bf.needs("MULT")
+@pytest.mark.slow  # four CLI processes
 def test_cli_import_reproduces_every_mmsa_output(tmp_path):
     got = bf.convert_and_evaluate(tmp_path, "mult", bf.state_dict("MULT"), bf.data_path("MULT"))
     ref = bf.outputs("MULT")
