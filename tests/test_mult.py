@@ -14,7 +14,7 @@ import torch
 import baseline_fixture as bf
 from dlf.config import apply_overrides, preset
 from dlf.errors import DLFError
-from dlf.models.layers import dropout_rng
+from dlf.models._kernels import dropout_rng
 from dlf.models.mult.family import FAMILY
 from dlf.models.mult.model import build_model
 from dlf.models.mult.official import convert_official_state

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlf.errors import DLFError
-from dlf.models.layers import TransformerEncoder, dropout, temporal_conv
+from dlf.models._kernels import dropout, temporal_conv
+from dlf.models.layers import TransformerEncoder
 from dlf.models.mult.config import MODALITIES, ModelConfig
 
 __all__ = ["MULT", "build_model", "loss_terms", "parameter_summary"]
