@@ -107,3 +107,23 @@ print(len(specs), 'torch' in sys.modules, 'mlflow' in sys.modules)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split()[1:] == ["False", "False"], out.stdout
+
+
+def test_every_module_is_reachable_from_the_cli_or_the_tests():
+    """No dead module: each is imported, through some chain, by the CLI or a test; model families are
+    reached through the registry (their package, then the implementation their spec names)."""
+    from dlf.models.registry import BUILTIN, family_spec
+
+    mods = _modules()
+    graph = {name: _imports(name, path, set(mods)) for name, path in mods.items()}
+    graph["dlf.models.registry"] |= set(BUILTIN.values())  # discovered, not imported by name
+    for family, package in BUILTIN.items():
+        graph[package].add(family_spec(family).implementation.partition(":")[0])
+    tests = Path(__file__).parent
+    seen, todo = set(), ["dlf.cli"] + sorted({m for f in tests.glob("*.py") for m in _imports("tests", f, set(mods))})
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += graph.get(name, set()) | {p for p in mods if name.startswith(p + ".")}  # parents run first
+    assert sorted(set(mods) - seen) == []
