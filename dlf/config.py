@@ -3,7 +3,9 @@
 A ``RunConfig`` has four sections (model / loss / train / data) plus the seed. Defaults reproduce
 the official DLF implementation on MOSI; ``preset(family)`` gives the MOSEI differences. Every
 override (study YAML, CLI ``--set``, Optuna trial) goes through :func:`apply_overrides`, which
-rejects unknown dot-paths and wrong types with the list of valid paths.
+rejects unknown dot-paths and wrong types with the list of valid paths, and values outside a
+field's domain (declared on the field, ``lr: float = positive(1e-4)``; see :mod:`dlf.domains`)
+with one line naming the path, the value and the valid range.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, Mapping
 
+from dlf.domains import check_domains, count, dropout, in_range, non_negative, positive, seed_range, show, unit_open
 from dlf.errors import DLFError
 
 MODALITIES = ("l", "a", "v")
@@ -30,58 +33,58 @@ class ModelConfig:
     triplet: Literal["official", "paper"] = "official"
     text_encoder: Literal["features", "bert", "bert_frozen"] = "features"
     pretrained: str = "bert-base-uncased"  # hub name or local path, for the bert modes
-    d_model: int = 50
-    n_heads: int = 10
-    n_levels: int = 2  # depth of every encoder / cross-modal transformer
-    mem_levels: int = 3  # depth of the A->L / V->L self-attention "memory" stacks
-    conv_kernel: int = 5  # input Conv1d kernel: 5 for MOSI, 3 for MOSEI
+    d_model: int = count(50, lo=4)  # >= 4: the sinusoidal position table divides by d_model // 2 - 1
+    n_heads: int = count(10)
+    n_levels: int = count(2)  # depth of every encoder / cross-modal transformer
+    mem_levels: int = count(3)  # depth of the A->L / V->L self-attention "memory" stacks
+    conv_kernel: int = count(5)  # input Conv1d kernel: 5 for MOSI, 3 for MOSEI
     attn_mask: bool = True  # causal mask in every transformer (official)
-    text_dropout: float = 0.5
-    attn_dropout: float = 0.3  # types l, al, vl and the *_mem stacks
-    attn_dropout_a: float = 0.2  # types a, la, va
-    attn_dropout_v: float = 0.0  # types v, lv, av
-    embed_dropout: float = 0.2
-    relu_dropout: float = 0.0
-    res_dropout: float = 0.0
-    output_dropout: float = 0.5
+    text_dropout: float = dropout(0.5)
+    attn_dropout: float = dropout(0.3)  # types l, al, vl and the *_mem stacks
+    attn_dropout_a: float = dropout(0.2)  # types a, la, va
+    attn_dropout_v: float = dropout(0.0)  # types v, lv, av
+    embed_dropout: float = dropout(0.2)
+    relu_dropout: float = dropout(0.0)
+    res_dropout: float = dropout(0.0)
+    output_dropout: float = dropout(0.5)
 
 
 @dataclass(frozen=True)
 class LossConfig:
     # Official weights: L = L_MSA + 0.1 (L_s + L_r + 0.1 (L_m + L_o)).
-    lambda_r: float = 0.1
-    lambda_s: float = 0.1
-    lambda_m: float = 0.01
-    lambda_o: float = 0.01
-    beta_f: float = 1.0
-    beta_sh: float = 1.0
-    beta_l: float = 3.0
-    beta_a: float = 1.0
-    beta_v: float = 1.0
-    ortho_chunk: int = 50  # official L_o reshapes features into rows of this width: 50 MOSI, 10 MOSEI
-    triplet_margin: float = 0.15  # official adaptive margin = triplet_margin * |y_anchor - y_negative|
+    lambda_r: float = non_negative(0.1)
+    lambda_s: float = non_negative(0.1)
+    lambda_m: float = non_negative(0.01)
+    lambda_o: float = non_negative(0.01)
+    beta_f: float = non_negative(1.0)
+    beta_sh: float = non_negative(1.0)
+    beta_l: float = non_negative(3.0)
+    beta_a: float = non_negative(1.0)
+    beta_v: float = non_negative(1.0)
+    ortho_chunk: int = count(50)  # official L_o reshapes features into rows of this width: 50 MOSI, 10 MOSEI
+    triplet_margin: float = non_negative(0.15)  # official adaptive margin = triplet_margin * |y_anchor - y_negative|
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    lr: float = 1e-4
-    weight_decay: float = 0.0  # the official config's weight_decay is never read: Adam without decay
-    batch_size: int = 16  # micro-batch
-    accumulation: int = 10  # micro-batches per optimizer step (effective batch 160)
-    clip_value: float = 0.6  # element-wise gradient value clipping after every micro-batch
-    max_epochs: int = 100  # the official loop has no cap; patience ends it long before
-    patience: int = 10  # early stopping on validation MAE
-    plateau_factor: float = 0.5
-    plateau_patience: int = 5
-    min_delta: float = 1e-6  # "better" means at least this much lower validation loss
-    eval_batch_size: int = 64
+    lr: float = positive(1e-4)
+    weight_decay: float = non_negative(0.0)  # the official config's weight_decay is never read: Adam without decay
+    batch_size: int = count(16)  # micro-batch
+    accumulation: int = count(10)  # micro-batches per optimizer step (effective batch 160)
+    clip_value: float = positive(0.6)  # element-wise gradient value clipping after every micro-batch (0: no gradient)
+    max_epochs: int = count(100)  # the official loop has no cap; patience ends it long before
+    patience: int = count(10)  # early stopping on validation MAE
+    plateau_factor: float = unit_open(0.5)  # lr *= factor on a plateau: 1 would never lower it
+    plateau_patience: int = count(5, lo=0)
+    min_delta: float = non_negative(1e-6)  # "better" means at least this much lower validation loss
+    eval_batch_size: int = count(64)
 
 
 @dataclass(frozen=True)
 class DataConfig:
     aligned: bool = True  # aligned_50.pkl (official) or unaligned_50.pkl
-    scale: float = 1.0  # synthetic datasets only: fraction of the real split sizes
-    synth_seed: int = 0  # synthetic datasets only: generator seed
+    scale: float = in_range(1.0, 0, 1, lo_open=True)  # synthetic datasets only: fraction of the real split sizes
+    synth_seed: int = seed_range(0)  # synthetic datasets only: generator seed
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    seed: int = 1111
+    seed: int = seed_range(1111)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -196,17 +199,20 @@ def coerce(value: Any, ftype: Any, where: str) -> Any:
             return int(value)
     elif ftype is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an int past 1.8e308: no float holds it
+                raise DLFError(f"{where}={show(value)} is out of range; expected a finite number") from None
     elif ftype is str:
         if isinstance(value, str):
             return value
     elif origin is Literal:
         if value in typing.get_args(ftype):
             return value
-        raise DLFError(f"{where}: expected one of {list(typing.get_args(ftype))}, got {value!r}")
+        raise DLFError(f"{where}: expected one of {list(typing.get_args(ftype))}, got {show(value)}")
     elif origin is tuple:
         return _coerce_modalities(value, where)
-    raise DLFError(f"{where}: expected {getattr(ftype, '__name__', ftype)}, got {value!r}")
+    raise DLFError(f"{where}: expected {getattr(ftype, '__name__', ftype)}, got {show(value)}")
 
 
 def _parse_scalar(text: str) -> Any:
@@ -232,29 +238,21 @@ def _coerce_modalities(value: Any, where: str) -> tuple[str, ...]:
     elif isinstance(value, (list, tuple)):
         items = list(value)
     else:
-        raise DLFError(f"{where}: expected a list of modalities from l, a, v, got {value!r}")
+        raise DLFError(f"{where}: expected a list of modalities from l, a, v, got {show(value)}")
     mods = {str(m).strip().lower() for m in items}
     if not mods or not mods <= set(MODALITIES):
-        raise DLFError(f"{where}: expected a non-empty subset of l, a, v, got {value!r}")
+        raise DLFError(f"{where}: expected a non-empty subset of l, a, v, got {show(value)}")
     return tuple(m for m in MODALITIES if m in mods)
 
 
 def validate(cfg: RunConfig, source: str = "config") -> None:
-    """Cross-field checks that a single field's type cannot express."""
-    m, t = cfg.model, cfg.train
+    """Every field in its declared domain (dlf.domains), then the checks that span fields."""
+    check_domains(cfg, source)  # first: the cross-field checks below divide by these values
+    m = cfg.model
     if m.d_model % m.n_heads:
         raise DLFError(f"{source}: model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})")
-    if m.conv_kernel < 1 or m.n_levels < 1 or m.mem_levels < 1:
-        raise DLFError(f"{source}: model.conv_kernel, model.n_levels and model.mem_levels must be >= 1")
-    if t.batch_size < 1 or t.accumulation < 1 or t.max_epochs < 1 or t.patience < 1:
-        raise DLFError(f"{source}: train.batch_size, accumulation, max_epochs and patience must be >= 1")
-    if not 0 < cfg.data.scale <= 1:
-        raise DLFError(f"{source}: data.scale must be in (0, 1], got {cfg.data.scale}")
-    if cfg.loss.ortho_chunk < 1 or m.d_model % cfg.loss.ortho_chunk:
-        raise DLFError(f"{source}: loss.ortho_chunk must divide model.d_model ({m.d_model})")
-    for name in ("lambda_r", "lambda_s", "lambda_m", "lambda_o", "beta_f", "beta_sh", "beta_l", "beta_a", "beta_v"):
-        if getattr(cfg.loss, name) < 0:
-            raise DLFError(f"{source}: loss.{name} must be >= 0")
+    if m.d_model % cfg.loss.ortho_chunk:
+        raise DLFError(f"{source}: loss.ortho_chunk ({cfg.loss.ortho_chunk}) must divide model.d_model ({m.d_model})")
 
 
 def build_config(family: str, *layers: tuple[str, Mapping[str, Any]]) -> RunConfig:

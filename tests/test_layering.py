@@ -3,7 +3,7 @@ import json
 import subprocess
 import sys
 
-CORE = ["config", "errors", "resources", "fingerprint", "data", "synthetic", "metrics", "layers",
+CORE = ["config", "domains", "errors", "resources", "fingerprint", "data", "synthetic", "metrics", "layers",
         "blocks", "model", "losses", "train", "evaluate_loop", "parallel", "forkpool", "startup", "checkpoint", "catalogue", "convert"]
 FORBIDDEN = ["mlflow", "optuna", "typer", "pandas", "rich", "sklearn", "scipy", "dlf.study",
              "dlf.tracking", "dlf.executor", "dlf.tune", "dlf.report", "dlf.cli", "dlf.queue"]
