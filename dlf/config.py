@@ -5,7 +5,8 @@ A ``RunConfig`` has four sections plus the seed: ``model`` and ``loss`` belong t
 ``dlf.models.registry``), ``train`` and ``data`` are shared. ``preset(corpus, family)`` gives a
 family's defaults on MOSI or MOSEI. Every override (study YAML, CLI ``--set``, Optuna trial) goes
 through :func:`apply_overrides`, which rejects unknown dot-paths and wrong types with the list of
-valid paths.
+valid paths, and values outside a field's domain (declared on the field, ``lr: float =
+positive(1e-4)``; see :mod:`dlf.domains`) with one line naming the path, the value and the range.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, Mapping
 
+from dlf.domains import check_domains, count, dropout, in_range, non_negative, positive, seed_range, show, unit_open
 from dlf.errors import DLFError
 
 MODALITIES = ("l", "a", "v")
@@ -33,27 +35,27 @@ def _family_sections(family: str) -> tuple[type, type]:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    lr: float = 1e-4
-    weight_decay: float = 0.0  # the official config's weight_decay is never read: Adam without decay
-    batch_size: int = 16  # micro-batch
-    accumulation: int = 10  # micro-batches per optimizer step (effective batch 160)
-    clip_value: float = 0.6  # element-wise gradient value clipping after every micro-batch; 0 = no clipping
-    max_epochs: int = 100  # the official loop has no cap; patience ends it long before
-    patience: int = 10  # early stopping on validation MAE
+    lr: float = positive(1e-4)
+    weight_decay: float = non_negative(0.0)  # Adam's coupled L2; the official DLF config's is never read: 0
+    batch_size: int = count(16)  # micro-batch
+    accumulation: int = count(10)  # micro-batches per optimizer step (effective batch 160)
+    clip_value: float = non_negative(0.6)  # element-wise gradient value clipping after every micro-batch; 0 = none
+    max_epochs: int = count(100)  # the official loop has no cap; patience ends it long before
+    patience: int = count(10)  # early stopping on the validation loss
     scheduler: Literal["plateau", "none"] = "plateau"  # ReduceLROnPlateau on the validation loss, or a fixed lr
     val_loss: Literal["mae", "mse"] = "mae"  # what selection, early stopping and the scheduler minimise
-    val_decimals: int = 0  # the validation loss rounded to this many decimals first (MMSA: 4); 0 = exact
-    plateau_factor: float = 0.5
-    plateau_patience: int = 5
-    min_delta: float = 1e-6  # "better" means at least this much lower validation loss
-    eval_batch_size: int = 64
+    val_decimals: int = count(0, lo=0)  # the validation loss rounded to this many decimals first (MMSA: 4); 0 = exact
+    plateau_factor: float = unit_open(0.5)  # lr *= factor on a plateau: 1 would never lower it
+    plateau_patience: int = count(5, lo=0)
+    min_delta: float = non_negative(1e-6)  # "better" means at least this much lower validation loss
+    eval_batch_size: int = count(64)
 
 
 @dataclass(frozen=True)
 class DataConfig:
     aligned: bool = True  # aligned_50.pkl (official) or unaligned_50.pkl
-    scale: float = 1.0  # synthetic datasets only: fraction of the real split sizes
-    synth_seed: int = 0  # synthetic datasets only: generator seed
+    scale: float = in_range(1.0, 0, 1, lo_open=True)  # synthetic datasets only: fraction of the real split sizes
+    synth_seed: int = seed_range(0)  # synthetic datasets only: generator seed
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class RunConfig:
     loss: Any = field(default_factory=lambda: _family_sections(DEFAULT_FAMILY)[1]())  # the family's section
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    seed: int = 1111
+    seed: int = seed_range(1111)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -180,17 +182,20 @@ def coerce(value: Any, ftype: Any, where: str) -> Any:
             return int(value)
     elif ftype is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an int past 1.8e308: no float holds it
+                raise DLFError(f"{where}={show(value)} is out of range; expected a finite number") from None
     elif ftype is str:
         if isinstance(value, str):
             return value
     elif origin is Literal:
         if value in typing.get_args(ftype):
             return value
-        raise DLFError(f"{where}: expected one of {list(typing.get_args(ftype))}, got {value!r}")
+        raise DLFError(f"{where}: expected one of {list(typing.get_args(ftype))}, got {show(value)}")
     elif origin is tuple:
         return _coerce_modalities(value, where)
-    raise DLFError(f"{where}: expected {getattr(ftype, '__name__', ftype)}, got {value!r}")
+    raise DLFError(f"{where}: expected {getattr(ftype, '__name__', ftype)}, got {show(value)}")
 
 
 def _parse_scalar(text: str) -> Any:
@@ -216,25 +221,21 @@ def _coerce_modalities(value: Any, where: str) -> tuple[str, ...]:
     elif isinstance(value, (list, tuple)):
         items = list(value)
     else:
-        raise DLFError(f"{where}: expected a list of modalities from l, a, v, got {value!r}")
+        raise DLFError(f"{where}: expected a list of modalities from l, a, v, got {show(value)}")
     mods = {str(m).strip().lower() for m in items}
     if not mods or not mods <= set(MODALITIES):
-        raise DLFError(f"{where}: expected a non-empty subset of l, a, v, got {value!r}")
+        raise DLFError(f"{where}: expected a non-empty subset of l, a, v, got {show(value)}")
     return tuple(m for m in MODALITIES if m in mods)
 
 
 def validate(cfg: RunConfig, source: str = "config") -> None:
-    """Cross-field checks that a single field's type cannot express (the family's own, then the run's)."""
+    """Every field in its declared domain (dlf.domains), then the checks that span fields (the family's)."""
     from dlf.models.registry import family_spec
 
+    check_domains(cfg, source)  # first: the cross-field checks divide by these values
     check = family_spec(cfg.model.family).check
     if check is not None:
         check(cfg, source)
-    t = cfg.train
-    if t.batch_size < 1 or t.accumulation < 1 or t.max_epochs < 1 or t.patience < 1:
-        raise DLFError(f"{source}: train.batch_size, accumulation, max_epochs and patience must be >= 1")
-    if not 0 < cfg.data.scale <= 1:
-        raise DLFError(f"{source}: data.scale must be in (0, 1], got {cfg.data.scale}")
 
 
 def check_layer(overrides: Mapping[str, Any], source: str) -> None:

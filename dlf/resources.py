@@ -36,6 +36,8 @@ def read_yaml(path: str | os.PathLike, what: str):
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise DLFError(f"{path}: YAML syntax error{where}: {problem}; fix the {what}'s syntax") from None
+    except ValueError as err:  # not UTF-8 text, or an integer past Python's 4300-digit limit
+        raise DLFError(f"{path}: cannot read the {what}: {str(err).splitlines()[0][:120]}") from None
 
 
 def paper_tables_path() -> Path:

@@ -44,7 +44,11 @@ def test_thread_budget_never_oversubscribes_silently():
     assert thread_budget(2, 2, threads=2)[1] is not None
 
 
-def test_devices_give_one_gpu_per_worker():
+def test_devices_give_one_gpu_per_worker(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # GPU indices are checked against the machine
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert parse_devices("0,1") == ["0", "1"] and parse_devices("cpu") == ["cpu"] and parse_devices(None) is None
     for bad in ("0,0", "gpu0", "1,x"):
         with pytest.raises(DLFError, match="--devices"):

@@ -10,7 +10,7 @@ from pathlib import Path
 import dlf
 
 # The core: configuration, data, models (every family) and the training loop. Orchestration stays out of it.
-CORE_TOP = ["config", "errors", "resources", "metrics", "startup"]
+CORE_TOP = ["config", "domains", "errors", "resources", "metrics", "startup"]
 CORE_WINGS = ("data", "models", "train")
 FORBIDDEN = ["mlflow", "optuna", "typer", "pandas", "rich", "sklearn", "scipy", "dlf.study", "dlf.run",
              "dlf.tune", "dlf.report", "dlf.cli", "dlf.cluster"]

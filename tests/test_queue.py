@@ -357,6 +357,18 @@ def test_prepare_checks_code_version_and_finds_this_hosts_data(tmp_path):
         runs.prepare(dataclasses.replace(spec, code_version="deadbeef"))
 
 
+def test_worker_gpus_without_cuda_are_refused_before_the_queue(monkeypatch):
+    import torch
+
+    from dlf.cluster.launch import start_workers
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    for devices in ("0", "0,1"):
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # one GPU is pinned before it is checked
+        with pytest.raises(DLFError, match=f"--devices {devices}: CUDA is not available"):
+            start_workers(WorkerOptions(queue_url="postgresql://unused/none"), devices, on_event=print)
+
+
 def test_gpu_indices_count_within_inherited_visible_devices(monkeypatch):
     from dlf.cluster.launch import physical_gpu
 
@@ -371,6 +383,9 @@ def test_gpu_indices_count_within_inherited_visible_devices(monkeypatch):
 def test_one_child_worker_per_device(url, queue, capfd, monkeypatch):
     from dlf.cluster.launch import start_workers
 
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # the parent checks the GPUs exist (CPU CI)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,4")
     opts = WorkerOptions(queue_url=url, poll=0.05, stale=2)
     assert start_workers(opts, "0,1", on_event=print) == 0  # an empty queue: both children drain and exit

@@ -101,6 +101,86 @@ def test_bad_input_is_one_line_and_exit_2(args, message, monkeypatch, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+def _refusal(args: list[str], monkeypatch, capsys) -> str:
+    monkeypatch.setattr(sys, "argv", ["dlf-ablate", *args])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    out = capsys.readouterr()
+    lines = [line for line in (out.out + out.err).splitlines() if line.strip()]
+    assert stop.value.code == 2 and len(lines) == 1 and "Traceback" not in out.err, out.out + out.err
+    return lines[0]
+
+
+# The values of issue 16 that used to start a run (and fail it, or record NaN) or raise a traceback.
+ISSUE_16 = [
+    ("--set", "train.lr=-1", "train.lr=-1.0 is out of range; expected a finite number > 0"),
+    ("--set", "train.lr=.nan", "train.lr=nan is out of range"),
+    ("--set", "train.lr=inf", "train.lr=inf is out of range"),
+    ("--set", "train.eval_batch_size=0", "train.eval_batch_size=0 is out of range; expected an integer in [1, "),
+    ("--set", "train.plateau_factor=1.5", "train.plateau_factor=1.5 is out of range; expected a number in (0, 1)"),
+    ("--set", "model.d_model=0", "model.d_model=0 is out of range"),
+    ("--set", "model.n_heads=0", "model.n_heads=0 is out of range"),
+    ("--set", "loss.lambda_r=.nan", "loss.lambda_r=nan is out of range; expected a finite number >= 0"),
+    ("--set", "train.clip_value=-0.5", "train.clip_value=-0.5 is out of range; expected a finite number >= 0"),
+    ("--set", "model.text_dropout=2", "model.text_dropout=2.0 is out of range; expected a number in [0, 1)"),
+    ("seeds", [2**40], "seeds: 1099511627776 is out of range; expected an integer in [0, 4294967295]"),
+    ("name", "s" * 600, "name: 600 characters is too long for the tracking store; use at most 100"),
+]
+
+
+@pytest.mark.parametrize("where,value,message", ISSUE_16, ids=[m.split(" is ")[0] for _, _, m in ISSUE_16])
+def test_plan_and_run_refuse_the_same_bad_values_before_the_store(where, value, message, tmp_path, tiny_mosi,
+                                                                    home, monkeypatch, capsys):
+    extra = {} if where == "--set" else {where: value}
+    study = write_study(tmp_path, tiny_mosi, seeds=(1,), extra=extra)
+    args = ["--set", value] if where == "--set" else []
+    lines = [_refusal([command, str(study), *args], monkeypatch, capsys) for command in ("plan", "run")]
+    assert lines[0] == lines[1] and message in lines[0] and lines[0].startswith("error: ")
+    assert not home.exists()  # no store, no lock, no run
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.mark.parametrize("command,args,message", [
+    ("run", ["--devices", "0"], "--devices 0: CUDA is not available on this machine; use --devices cpu"),
+    ("run", ["--devices", "0,1", "--workers", "2"], "--devices 0,1: CUDA is not available"),
+    ("tune", ["--devices", "0", "--trials", "1"], "--devices 0: CUDA is not available"),
+    ("tune", ["--device", "cuda", "--trials", "1"], "--device 'cuda': CUDA is not available"),
+])
+def test_gpu_options_without_cuda_are_one_line_before_anything_is_written(command, args, message, no_cuda, tmp_path,
+                                                                          tiny_mosi, home, monkeypatch, capsys):
+    study = write_study(tmp_path, tiny_mosi, seeds=(1,))
+    line = _refusal([command, str(study), *args], monkeypatch, capsys)
+    assert message in line
+    assert not home.exists()
+
+
+def test_train_with_device_cuda_but_no_cuda_is_one_line(no_cuda, tiny_mosi, monkeypatch, capsys):
+    line = _refusal(["train", "-d", str(tiny_mosi), "--device", "cuda"], monkeypatch, capsys)
+    assert "--device 'cuda': CUDA is not available" in line
+
+
+def test_a_gpu_index_past_the_machine_s_gpus_is_refused(tmp_path, tiny_mosi, home, monkeypatch, capsys):
+    import torch
+
+    from dlf.run.local import parse_devices
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert parse_devices("1,0") == ["1", "0"] and parse_devices("cpu") == ["cpu"]
+    study = write_study(tmp_path, tiny_mosi, seeds=(1,))
+    line = _refusal(["run", str(study), "--devices", "0,2"], monkeypatch, capsys)
+    assert "--devices 0,2: this machine has 2 GPU(s); use indices 0..1" in line and not home.exists()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6")  # indices are then the user's to match
+    assert parse_devices("2") == ["2"]
+
+
 def test_ui_command_points_mlflow_at_the_store(tmp_path, tiny_mosi, home):
     from dlf.run.commands import ui_command
 

@@ -180,6 +180,17 @@ BAD = [
     ({"variants": ["full", "x"], "variants_inline": {"x": {"colour": 1}}}, "unknown key 'colour'"),
     ({"variants": ["wo_lr"], "variants_inline": {"wo_lr": {}}}, "shadows the catalogue variant"),
     ({"name": ""}, "name: expected a one-line non-empty string"),
+    ({"name": "x" * 101}, "name: 101 characters is too long for the tracking store; use at most 100"),
+    ({"name": "a\tb"}, "name: 'a\\tb' contains a control character"),
+    ({"name": "a\x00b"}, "contains a control character"),
+    ({"seeds": [1, -1]}, "seeds: -1 is out of range; expected an integer in [0, 4294967295]"),
+    ({"seeds": [2**32]}, "seeds: 4294967296 is out of range"),
+    ({"seeds": [1.5]}, "seeds: expected integers, got 1.5"),
+    ({"seeds": [True]}, "seeds: expected integers, got True"),
+    ({"set": {"train.lr": -1}}, "set: train.lr=-1.0 is out of range; expected a finite number > 0"),
+    ({"set": {"loss": {"beta_l": float("nan")}}}, "set: loss.beta_l=nan is out of range"),
+    ({"variants": ["full", "x"], "variants_inline": {"x": {"overrides": {"model.n_heads": 0}}}},
+     "variants_inline.x: overrides: model.n_heads=0 is out of range"),
 ]
 
 
@@ -199,10 +210,12 @@ def test_bad_study_fails_at_load_with_one_line(tmp_path, tiny_mosi, change, mess
 
 
 @pytest.mark.parametrize("text,message", [("- a\n- b\n", "(a mapping), got list"),
-                                          ("name: [unclosed\n", "YAML syntax error at line")])
+                                          ("name: [unclosed\n", "YAML syntax error at line"),
+                                          (b"name: \xff\xfe\n", "cannot read the study file"),
+                                          ("seeds: [" + "9" * 5000 + "]\n", "cannot read the study file")])
 def test_unreadable_study_files(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
-    path.write_text(text)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(DLFError, match=re.escape(message)):
         load_study(path)
 

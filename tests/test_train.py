@@ -55,8 +55,15 @@ def test_early_stopping_stops_patience_epochs_after_the_best(tiny):
     assert len(r.history) == r.epochs
 
 
-def test_epoch_cap_ends_a_run_that_keeps_improving(tiny):
-    r = train_run(cfg_for({"train.max_epochs": 2, "train.patience": 5, "train.min_delta": -1.0}), tiny, CPU1)
+def test_epoch_cap_ends_a_run_that_keeps_improving(tiny, monkeypatch):
+    real_evaluate = train_mod.evaluate
+
+    def improving(model, data, batch_size=64, epoch=None, pool=None):  # validation MAE 1/epoch: always better
+        pred, metrics = real_evaluate(model, data, batch_size, epoch=epoch, pool=pool)
+        return pred, (metrics | {"mae": 1.0 / epoch}) if epoch is not None else metrics
+
+    monkeypatch.setattr(train_mod, "evaluate", improving)
+    r = train_run(cfg_for({"train.max_epochs": 2, "train.patience": 5}), tiny, CPU1)
     assert (r.best_epoch, r.epochs, r.stopped_early) == (2, 2, False)
 
 

@@ -8,6 +8,7 @@ any leak of a test metric into the objective, the sampler or the storage is visi
 from __future__ import annotations
 
 import math
+import re
 import signal
 from pathlib import Path
 from types import SimpleNamespace
@@ -238,7 +239,13 @@ def test_prepare_errors_are_one_line(study_file, tracking, tmp_path):
         prepare(opts(study_file, tracking, tmp_path, trials=2, objective="test_mae"))
     with pytest.raises(DLFError, match="--variant 'wo_lr': not in"):
         prepare(opts(study_file, tracking, tmp_path, trials=2, variant="wo_lr"))
+    with pytest.raises(DLFError, match="--study-name: 201 characters is too long"):
+        prepare(opts(study_file, tracking, tmp_path, trials=2, study_name="s" * 201))
     body = yaml.safe_load(study_file.read_text())
+    for key, value in (("pruner_startup_trials", -1), ("top_k", 0), ("sampler_seed", 2**32)):
+        study_file.write_text(yaml.safe_dump({**body, "tune": {**body["tune"], key: value}}))
+        with pytest.raises(DLFError, match=re.escape(f"tune.{key}={value} is out of range; expected an integer in [")):
+            prepare(opts(study_file, tracking, tmp_path, trials=2))
     body["tune"]["bogus"] = 1
     study_file.write_text(yaml.safe_dump(body))
     with pytest.raises(DLFError, match="tune: unknown key 'bogus'"):

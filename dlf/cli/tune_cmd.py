@@ -90,10 +90,16 @@ def _seeds(text: Optional[str]) -> Optional[list[int]]:
     items = _csv(text, "--seeds")
     if items is None:
         return None
+    from dlf.study.file import SEED_DOMAIN
+
     try:
-        return [int(s) for s in items]
+        seeds = [int(s) for s in items]
     except ValueError:
         raise DLFError(f"--seeds {text!r}: expected comma-separated integers, e.g. --seeds 1111,1112,1113") from None
+    for s in seeds:
+        if not SEED_DOMAIN.contains(s):
+            raise DLFError(f"--seeds {text!r}: {s} is out of range; expected {SEED_DOMAIN.describe(integer=True)}")
+    return seeds
 
 
 def _print(r) -> None:

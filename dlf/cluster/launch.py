@@ -76,6 +76,10 @@ def queue_rows(queue_url: str, study: str | None = None) -> list[QueueRow]:
 
 
 # ------------------------------------------------------------------ starting workers on this host
+# Set for the per-GPU children: the parent has checked their GPUs (dlf.pool.require_gpus) already.
+GPU_CHECKED = "DLF_GPUS_CHECKED"
+
+
 def physical_gpu(index: str) -> str:
     """GPU ``index`` counted within an inherited CUDA_VISIBLE_DEVICES (as Slurm sets it)."""
     inherited = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
@@ -94,16 +98,20 @@ def pin_gpu(index: str) -> None:
 
 def start_workers(opts, devices: str | None, on_event: Callable[[str], None]) -> int:
     """Run one worker here, or one child worker per GPU of ``devices``; the exit code."""
-    from dlf.run.local import cpu_cores, parse_devices, thread_budget
+    from dlf.run.local import cpu_cores, parse_devices, require_gpus, thread_budget
     from dlf.cluster.worker import Worker
 
-    parsed = parse_devices(devices)
+    parsed = parse_devices(devices, check_cuda=False)  # checked once the GPUs are pinned (below)
     gpus = parsed if parsed and parsed != ["cpu"] else None
     if gpus and len(gpus) > 1:
+        physical = [physical_gpu(g) for g in gpus]
+        require_gpus(devices, gpus)
         threads = opts.threads or thread_budget(len(gpus), cpu_cores())[0]
-        return _spawn_per_gpu(opts, [physical_gpu(g) for g in gpus], threads)
+        return _spawn_per_gpu(opts, physical, threads)
     if gpus:
         pin_gpu(gpus[0])
+        if not os.environ.get(GPU_CHECKED):  # after pinning: the one visible GPU must exist
+            require_gpus(devices, ["0"])
         opts.device = "cuda"
     elif parsed == ["cpu"]:
         opts.device = "cpu"
@@ -133,7 +141,7 @@ def _spawn_per_gpu(opts, physical: list[str], threads: int) -> int:
     for gpu in physical:
         # The queue URL (it may hold a password) goes through the environment, not the argv.
         env = {**os.environ, "DLF_QUEUE": opts.queue_url, "CUDA_VISIBLE_DEVICES": gpu,
-               "OMP_NUM_THREADS": str(threads)}
+               "OMP_NUM_THREADS": str(threads), GPU_CHECKED: "1"}
         children.append(subprocess.Popen([sys.executable, "-c", "from dlf.cli import main; main()", *args], env=env))
 
     def forward(signum: int, frame: Any) -> None:

@@ -25,12 +25,13 @@ def run_command(study: str, set_overrides: Mapping[str, Any], set_file: Path | N
     from dlf.run.tracking import resolve_tracking_uri
 
     _check_counts(workers, threads)
+    parsed_devices = parse_devices(devices)  # before anything is read or written: no CUDA here is one line
     spec = load_study(study)
     specs = expand(spec, data_root=data_root, set_overrides=set_overrides, set_file=set_file)
     uri = resolve_tracking_uri(tracking_uri)
     console = Console(stderr=False)
     with _Progress(console, spec.name, len(specs)) as view, _sigterm_as_interrupt():
-        result = run_study(specs, uri, workers=workers, devices=parse_devices(devices), threads=threads, emit=view)
+        result = run_study(specs, uri, workers=workers, devices=parsed_devices, threads=threads, emit=view)
     console.print(summary_table(result))
     counts = result.counts()
     console.print(", ".join(f"{n} {k}" for k, n in counts.items() if n or k != "not run") + f"  (tracking: {uri})")

@@ -60,8 +60,11 @@ def thread_budget(workers: int, cores: int, threads: int | None = None) -> tuple
                f"(two 2-thread runs on 2 cores measured 30-80x slower per step); use --workers {max(1, cores // t)}")
 
 
-def parse_devices(text: str | None) -> list[str] | None:
-    """'0,1' -> ['0', '1'] (one GPU per worker); 'cpu' -> ['cpu']; None/'' -> None."""
+def parse_devices(text: str | None, check_cuda: bool = True) -> list[str] | None:
+    """'0,1' -> ['0', '1'] (one GPU per worker); 'cpu' -> ['cpu']; None/'' -> None.
+
+    GPU indices are refused here, with one line, when this machine has no CUDA (``check_cuda``).
+    """
     if not text or not text.strip():
         return None
     items = [d.strip() for d in text.split(",") if d.strip()]
@@ -69,7 +72,23 @@ def parse_devices(text: str | None) -> list[str] | None:
         return items
     if not all(d.isdigit() for d in items) or len(set(items)) != len(items):
         raise DLFError(f"--devices {text!r}: expected distinct GPU indices such as 0,1 (or cpu)")
+    if check_cuda:
+        require_gpus(text, items)
     return items
+
+
+def require_gpus(text: str, items: list[str]) -> None:
+    """Refuse GPU indices up front (before any store or run is touched) where CUDA cannot serve them."""
+    import torch  # here, not at import: planning and CPU runs stay free of torch
+
+    # device_count() asks NVML first: unlike is_available(), it leaves CUDA uninitialised in this
+    # process, so a later CUDA_VISIBLE_DEVICES (dlf.cluster.pin_gpu) still takes effect.
+    n = torch.cuda.device_count()
+    if n == 0:
+        raise DLFError(f"--devices {text}: CUDA is not available on this machine; use --devices cpu or leave it out")
+    # Indices are physical GPUs unless CUDA_VISIBLE_DEVICES is already set (then they are the user's to match).
+    if not os.environ.get("CUDA_VISIBLE_DEVICES") and max(int(d) for d in items) >= n:
+        raise DLFError(f"--devices {text}: this machine has {n} GPU(s); use indices 0..{n - 1}")
 
 
 def run_study(specs: list, tracking_uri: str | None = None, workers: int | None = None,

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from dlf.study.catalogue import Variant, load_catalogue, variant_from_dict
-from dlf.config import build_config, check_layer, flatten
+from dlf.config import RunConfig, build_config, check_layer, flatten
+from dlf.domains import field_domain, show
 from dlf.errors import DLFError
 from dlf.resources import read_yaml, resource_dir
 
@@ -19,6 +20,11 @@ REQUIRED_KEYS = ("name", "datasets", "variants", "seeds")
 # `tune` belongs to `dlf-ablate tune` (studies/tune.yaml); `run` accepts and ignores it.
 OPTIONAL_KEYS = ("set", "variants_inline", "overrides_file", "description", "tune")
 STUDY_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS
+# The name is the MLflow experiment (256 characters in SQL stores) and, in `tune`, part of the
+# experiment '<name> [tune]', of file names '<name>-<variant>@<dataset>.journal' (255 bytes at
+# most) and of the artifact folder URI (256 characters): 100 leaves room for all of them.
+MAX_NAME_LENGTH = 100
+SEED_DOMAIN = field_domain(RunConfig, "seed")
 
 
 @dataclass(frozen=True)
@@ -56,12 +62,10 @@ def load_study(path_or_name: str | Path) -> StudySpec:
     for key in REQUIRED_KEYS:
         if key not in raw:
             raise DLFError(f"{path}: missing required key {key!r}; a study needs {', '.join(REQUIRED_KEYS)}")
-    name = raw["name"]
-    if not isinstance(name, str) or not name.strip() or "\n" in name:
-        raise DLFError(f"{path}: name: expected a one-line non-empty string, got {name!r}")
+    name = _study_name(raw["name"], path)
     description = raw.get("description") or ""
     if not isinstance(description, str):
-        raise DLFError(f"{path}: description: expected a string, got {description!r}")
+        raise DLFError(f"{path}: description: expected a string, got {show(description)}")
     set_ = _overrides(raw.get("set"), f"{path}: set")
     ofile, file_ovr = None, {}
     if raw.get("overrides_file") is not None:
@@ -70,7 +74,7 @@ def load_study(path_or_name: str | Path) -> StudySpec:
     variants = _names(raw["variants"], path, "variants")
     defs = _variant_defs(variants, raw.get("variants_inline"), path)
     spec = StudySpec(
-        name=name.strip(), path=path, datasets=_datasets(raw["datasets"], path),
+        name=name, path=path, datasets=_datasets(raw["datasets"], path),
         variants=variants, seeds=_seeds(raw["seeds"], path), description=description.strip(),
         set=set_, overrides_file=ofile, file_overrides=file_ovr, variant_defs=defs,
         tune=raw.get("tune"),
@@ -79,6 +83,19 @@ def load_study(path_or_name: str | Path) -> StudySpec:
         v = defs[name]
         build_config("mosi", *spec.shared_layers(), (f"{path}: variant {name} ({v.source})", v.overrides))
     return spec
+
+
+def _study_name(name: Any, path: Path) -> str:
+    """The study's MLflow experiment name: one printable line within the tracking store's limits."""
+    if not isinstance(name, str) or not name.strip() or "\n" in name:
+        raise DLFError(f"{path}: name: expected a one-line non-empty string, got {show(name)}")
+    name = name.strip()
+    if len(name) > MAX_NAME_LENGTH:
+        raise DLFError(f"{path}: name: {len(name)} characters is too long for the tracking store; "
+                       f"use at most {MAX_NAME_LENGTH}")
+    if not name.isprintable():  # a NUL ends a PostgreSQL string; control characters garble logs
+        raise DLFError(f"{path}: name: {show(name)} contains a control character; use printable text")
+    return name
 
 
 def find_study(path_or_name: str | Path) -> Path:
@@ -117,7 +134,7 @@ def _overrides(value: Any, source: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise DLFError(f"{source}: expected a mapping of dot-paths, e.g. loss.lambda_r: 0, got {value!r}")
+        raise DLFError(f"{source}: expected a mapping of dot-paths, e.g. loss.lambda_r: 0, got {show(value)}")
     flat = flatten(value)
     if "seed" in flat:
         raise DLFError(f"{source}: 'seed' cannot be overridden; list the seeds under the study's 'seeds:'")
@@ -127,7 +144,7 @@ def _overrides(value: Any, source: str) -> dict[str, Any]:
 
 def _relative_file(study: Path, value: Any, key: str) -> Path:
     if not isinstance(value, str) or not value.strip():
-        raise DLFError(f"{study}: {key}: expected a file path (relative to the study file), got {value!r}")
+        raise DLFError(f"{study}: {key}: expected a file path (relative to the study file), got {show(value)}")
     p = Path(value).expanduser()
     p = p if p.is_absolute() else study.parent / p
     if not p.is_file():
@@ -143,9 +160,9 @@ def _names(value: Any, path: Path, key: str) -> tuple[str, ...]:
     out = []
     for item in value:
         if not isinstance(item, str) or not item.strip():
-            raise DLFError(f"{path}: {key}: expected names (strings), got {item!r}")
+            raise DLFError(f"{path}: {key}: expected names (strings), got {show(item)}")
         if item.strip() in out:
-            raise DLFError(f"{path}: {key}: {item!r} is listed twice; remove the duplicate")
+            raise DLFError(f"{path}: {key}: {show(item)} is listed twice; remove the duplicate")
         out.append(item.strip())
     return tuple(out)
 
@@ -170,7 +187,9 @@ def _seeds(value: Any, path: Path) -> tuple[int, ...]:
     seen: list[int] = []
     for s in value:
         if isinstance(s, bool) or not isinstance(s, int):
-            raise DLFError(f"{path}: seeds: expected integers, got {s!r}")
+            raise DLFError(f"{path}: seeds: expected integers, got {show(s)}")
+        if not SEED_DOMAIN.contains(s):
+            raise DLFError(f"{path}: seeds: {show(s)} is out of range; expected {SEED_DOMAIN.describe(integer=True)}")
         if s in seen:
             raise DLFError(f"{path}: seeds: {s} is listed twice; remove the duplicate")
         seen.append(s)
@@ -188,7 +207,7 @@ def _variant_defs(names: tuple[str, ...], inline: Any, path: Path) -> dict[str, 
             defs[name] = catalogue[name]
         else:
             known = ", ".join(catalogue)
-            raise DLFError(f"{path}: variants: unknown variant {name!r}; define it under variants_inline or "
+            raise DLFError(f"{path}: variants: unknown variant {show(name)}; define it under variants_inline or "
                            f"use a catalogue name ({known})")
     unused = [n for n in inline_defs if n not in names]
     if unused:
@@ -206,7 +225,7 @@ def _inline_variants(inline: Any, path: Path, catalogue: Mapping[str, Variant]) 
     for i, (name, body) in enumerate(inline.items()):
         where = f"{path}: variants_inline.{name}"
         if not isinstance(name, str) or not name.strip():
-            raise DLFError(f"{path}: variants_inline: expected variant names (strings), got {name!r}")
+            raise DLFError(f"{path}: variants_inline: expected variant names (strings), got {show(name)}")
         if name in catalogue:
             raise DLFError(f"{where}: shadows the catalogue variant of that name; rename the inline variant")
         if body is not None and not isinstance(body, Mapping):

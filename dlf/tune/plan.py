@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from dlf.config import RunConfig, build_config
+from dlf.domains import INT_MAX, SEED_MAX, Domain, out_of_range, show
 from dlf.errors import DLFError
 
 TUNE_KEYS = {
@@ -22,6 +23,12 @@ TUNE_DEFAULTS: dict[str, Any] = {
     "trials": None, "objective": "val_mae", "multi_objective": None, "pruner": "median",
     "pruner_startup_trials": 5, "pruner_warmup_epochs": 3, "n_startup_trials": 10, "sampler_seed": 0,
     "top_k": 3, "space": None,
+}
+
+TUNE_DOMAINS = {  # Optuna refuses negative counts only once the search starts: check them with the file
+    "trials": Domain(1, INT_MAX), "top_k": Domain(1, INT_MAX), "pruner_startup_trials": Domain(0, INT_MAX),
+    "pruner_warmup_epochs": Domain(0, INT_MAX), "n_startup_trials": Domain(0, INT_MAX),
+    "sampler_seed": Domain(0, SEED_MAX),
 }
 
 
@@ -78,15 +85,21 @@ def tune_section(study: Any) -> dict[str, Any]:
         kind = TUNE_KEYS[key]
         if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
             raise DLFError(f"{study.path}: tune.{key}: expected {getattr(kind, '__name__', 'a file or mapping')}, "
-                           f"got {value!r}")
+                           f"got {show(value)}")
+        if value is not None and key in TUNE_DOMAINS and not TUNE_DOMAINS[key].contains(value):
+            raise DLFError(out_of_range(str(study.path), f"tune.{key}", value, TUNE_DOMAINS[key]))
     return {**TUNE_DEFAULTS, **{k: v for k, v in raw.items() if v is not None}}
 
 
 def prepare(opts: TuneOptions) -> TunePlan:
     """Resolve study, dataset, variant, seeds, space and objectives into a plan; check everything."""
+    from dlf.run.local import parse_devices
     from dlf.study.spec import expand, load_study
+    from dlf.train.loop import resolve_device
     from dlf.tune.worker import TuneSetup
 
+    parse_devices(opts.devices)  # no CUDA for --devices / --device: one line before any store is opened
+    resolve_device(opts.device)
     study = load_study(opts.study)
     t = tune_section(study)
     dataset = opts.dataset or study.datasets[0]
@@ -103,7 +116,7 @@ def prepare(opts: TuneOptions) -> TunePlan:
     base = configs[seeds[0]]
     space = _parse(space_raw, space_source, base)
     objectives, trials, pruner = _search_settings(opts, t)
-    name = opts.study_name or default_study_name(study.name, variant, dataset)
+    name = _checked_name(opts.study_name or default_study_name(study.name, variant, dataset), opts.study_name)
     storage = opts.storage or _default_storage(name)
     setup = TuneSetup(
         study_name=name, storage=storage, trials=trials, objectives=objectives,
@@ -181,6 +194,20 @@ def _check_data_available(study: Any, dataset: str, data: Any, data_root: str | 
             f"{study.path}: dataset {dataset!r}: no {corpus} files found; put the MMSA pickle at "
             f"$DLF_DATA_ROOT/{corpus}/Processed/{name} (or pass --data-root), "
             f"or tune on synthetic data with --dataset synthetic-{dataset.lower()}") from None
+
+
+# The Optuna study name becomes file names ('<name>.journal', '<name>.best_importance.png'): 255 bytes at most.
+MAX_STUDY_NAME_LENGTH = 200
+
+
+def _checked_name(name: str, given: str | None) -> str:
+    if given is not None and (not given.strip() or not given.isprintable()):
+        raise DLFError(f"--study-name {given!r}: expected a non-empty printable name")
+    if len(name) > MAX_STUDY_NAME_LENGTH:
+        flag = "--study-name" if given is not None else "the Optuna study name <study>-<variant>@<dataset>"
+        raise DLFError(f"{flag}: {len(name)} characters is too long (it names the journal and export files); "
+                       f"use at most {MAX_STUDY_NAME_LENGTH}" + ("" if given else ", e.g. pass a shorter --study-name"))
+    return name
 
 
 def default_study_name(study: str, variant: str, dataset: str) -> str:

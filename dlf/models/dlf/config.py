@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from dlf.config import MODALITIES
+from dlf.domains import count, dropout, non_negative
 from dlf.errors import DLFError
 
 TEXT_ENCODERS = ("features", "bert", "bert_frozen")
@@ -25,36 +26,36 @@ class ModelConfig:
     triplet: Literal["official", "paper"] = "official"
     text_encoder: Literal["features", "bert", "bert_frozen"] = "features"
     pretrained: str = "bert-base-uncased"  # hub name or local path, for the bert modes
-    d_model: int = 50
-    n_heads: int = 10
-    n_levels: int = 2  # depth of every encoder / cross-modal transformer
-    mem_levels: int = 3  # depth of the A->L / V->L self-attention "memory" stacks
-    conv_kernel: int = 5  # input Conv1d kernel: 5 for MOSI, 3 for MOSEI
+    d_model: int = count(50, lo=4)  # >= 4: the sinusoidal position table divides by d_model // 2 - 1
+    n_heads: int = count(10)
+    n_levels: int = count(2)  # depth of every encoder / cross-modal transformer
+    mem_levels: int = count(3)  # depth of the A->L / V->L self-attention "memory" stacks
+    conv_kernel: int = count(5)  # input Conv1d kernel: 5 for MOSI, 3 for MOSEI
     attn_mask: bool = True  # causal mask in every transformer (official)
-    text_dropout: float = 0.5
-    attn_dropout: float = 0.3  # types l, al, vl and the *_mem stacks
-    attn_dropout_a: float = 0.2  # types a, la, va
-    attn_dropout_v: float = 0.0  # types v, lv, av
-    embed_dropout: float = 0.2
-    relu_dropout: float = 0.0
-    res_dropout: float = 0.0
-    output_dropout: float = 0.5
+    text_dropout: float = dropout(0.5)
+    attn_dropout: float = dropout(0.3)  # types l, al, vl and the *_mem stacks
+    attn_dropout_a: float = dropout(0.2)  # types a, la, va
+    attn_dropout_v: float = dropout(0.0)  # types v, lv, av
+    embed_dropout: float = dropout(0.2)
+    relu_dropout: float = dropout(0.0)
+    res_dropout: float = dropout(0.0)
+    output_dropout: float = dropout(0.5)
 
 
 @dataclass(frozen=True)
 class LossConfig:
     # Official weights: L = L_MSA + 0.1 (L_s + L_r + 0.1 (L_m + L_o)).
-    lambda_r: float = 0.1
-    lambda_s: float = 0.1
-    lambda_m: float = 0.01
-    lambda_o: float = 0.01
-    beta_f: float = 1.0
-    beta_sh: float = 1.0
-    beta_l: float = 3.0
-    beta_a: float = 1.0
-    beta_v: float = 1.0
-    ortho_chunk: int = 50  # official L_o reshapes features into rows of this width: 50 MOSI, 10 MOSEI
-    triplet_margin: float = 0.15  # official adaptive margin = triplet_margin * |y_anchor - y_negative|
+    lambda_r: float = non_negative(0.1)
+    lambda_s: float = non_negative(0.1)
+    lambda_m: float = non_negative(0.01)
+    lambda_o: float = non_negative(0.01)
+    beta_f: float = non_negative(1.0)
+    beta_sh: float = non_negative(1.0)
+    beta_l: float = non_negative(3.0)
+    beta_a: float = non_negative(1.0)
+    beta_v: float = non_negative(1.0)
+    ortho_chunk: int = count(50)  # official L_o reshapes features into rows of this width: 50 MOSI, 10 MOSEI
+    triplet_margin: float = non_negative(0.15)  # official adaptive margin = triplet_margin * |y_anchor - y_negative|
 
 
 # Corpora differ only in these values (official config.json, datasetParams).
@@ -72,14 +73,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def check(cfg: Any, source: str) -> None:
-    """Cross-field checks of a DLF run config that a single field's domain cannot express."""
+    """Cross-field checks of a DLF run config (each field's own range is checked before)."""
     m = cfg.model
     if m.d_model % m.n_heads:
         raise DLFError(f"{source}: model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})")
-    if m.conv_kernel < 1 or m.n_levels < 1 or m.mem_levels < 1:
-        raise DLFError(f"{source}: model.conv_kernel, model.n_levels and model.mem_levels must be >= 1")
-    if cfg.loss.ortho_chunk < 1 or m.d_model % cfg.loss.ortho_chunk:
-        raise DLFError(f"{source}: loss.ortho_chunk must divide model.d_model ({m.d_model})")
-    for name in ("lambda_r", "lambda_s", "lambda_m", "lambda_o", "beta_f", "beta_sh", "beta_l", "beta_a", "beta_v"):
-        if getattr(cfg.loss, name) < 0:
-            raise DLFError(f"{source}: loss.{name} must be >= 0")
+    if m.d_model % cfg.loss.ortho_chunk:
+        raise DLFError(f"{source}: loss.ortho_chunk ({cfg.loss.ortho_chunk}) must divide model.d_model ({m.d_model})")
