@@ -23,12 +23,12 @@ from torch import nn
 
 from dlf.models._kernels import dropout
 from dlf.models.mmsa_config import require_sequential
-from dlf.models.mmsa_import import convert_mmsa
+from dlf.models.mmsa_common import convert_mmsa, l1_loss_terms, parameter_summary
 from dlf.models.registry import ModelFamily
 from dlf.models.subnets import AudioVisualSubNet, TextSubNet, time_mean
 from dlf.models.tfn.official import infer_sizes
 
-__all__ = ["TFN", "build_model", "loss_terms", "parameter_summary", "param_groups", "convert_official", "FAMILY"]
+__all__ = ["TFN", "build_model", "param_groups", "convert_official", "FAMILY"]
 
 
 class TFN(nn.Module):
@@ -78,22 +78,6 @@ def build_model(cfg, dims: Mapping[str, int], seq_lens: Mapping[str, int], bert_
     return TFN(cfg, dims)
 
 
-def loss_terms(out: Mapping[str, torch.Tensor], labels: torch.Tensor, cfg) -> dict[str, torch.Tensor]:
-    """MMSA's criterion: L1 between M and the labels (mean over the batch)."""
-    l1 = F.l1_loss(out["M"].reshape(-1), labels.reshape(-1))
-    return {"total": cfg.loss.task * l1, "task_l1": l1}
-
-
-def parameter_summary(model: nn.Module) -> dict:
-    """Registered parameters (the two frozen output-scaling ones included), per top-level name as in
-    MMSA's params_per_module."""
-    components: dict[str, int] = {}
-    for name, p in model.named_parameters():
-        top = name.split(".", 1)[0]
-        components[top] = components.get(top, 0) + p.numel()
-    return {"total": sum(components.values()), "text_encoder": 0, "components": components}
-
-
 def param_groups(model: nn.Module, cfg) -> list[dict]:
     """MMSA's one Adam group: every parameter but output_range and output_shift (``parameters()[2:]``)."""
     require_sequential(cfg, "tfn")
@@ -106,5 +90,5 @@ def convert_official(state, corpus: str, pretrained=None, source: str = "state_d
     return convert_mmsa(state, corpus, "tfn", "TFN", build_model, infer_sizes, source, dims, seq_lens)
 
 
-FAMILY = ModelFamily(build=build_model, loss_terms=loss_terms, prediction=lambda out: out["M"].reshape(-1),
+FAMILY = ModelFamily(build=build_model, loss_terms=l1_loss_terms, prediction=lambda out: out["M"].reshape(-1),
                      summary=parameter_summary, convert_official=convert_official, param_groups=param_groups)

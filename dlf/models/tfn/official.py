@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 import torch
 
-from dlf.models.mmsa_import import shape_of
+from dlf.models.mmsa_common import shape_of
 
 __all__ = ["infer_sizes"]
 
@@ -19,7 +19,7 @@ def infer_sizes(state: Mapping[str, torch.Tensor], source: str) -> tuple[dict[st
     """(model.* overrides, input widths {l, a, v}) from the Linear and LSTM weight shapes."""
     audio_hidden, d_a = shape_of(state, "audio_subnet.linear_1.weight")
     video_hidden, d_v = shape_of(state, "video_subnet.linear_1.weight")
-    four_h, d_t = shape_of(state, "text_subnet.rnn.weight_ih_l0")
+    _, d_t = shape_of(state, "text_subnet.rnn.weight_ih_l0")
     text_out, text_hidden = shape_of(state, "text_subnet.linear_1.weight")
     post, _ = shape_of(state, "post_fusion_layer_1.weight")  # its width is checked when loading
     overrides = {"model.text_hidden": text_hidden, "model.audio_hidden": audio_hidden,

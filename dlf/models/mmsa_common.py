@@ -1,9 +1,11 @@
-"""Importing an MMSA 2.2.1 ``state_dict`` (an ``AMIO`` model's, keys ``Model.<name>``) into a family
-whose module and parameter names are MMSA's: the mapping is the identity once the prefix is gone.
+"""What the MMSA 2.2.1 baseline families share at run time (torch only): MMSA's L1 criterion as loss
+terms, the parameter summary by MMSA's ``params_per_module``, and the import of an MMSA ``state_dict``.
 
-The steps every such family shares: strip the prefix, drop MMSA's bookkeeping buffers, refuse unknown
-and missing keys with their list (a state_dict of another family is "unknown keys"), build the model
-at the sizes the family reads from the weight shapes, and load strictly. Torch only.
+The import (an ``AMIO`` model's state_dict, keys ``Model.<name>``) serves families whose module and
+parameter names are MMSA's, so the mapping is the identity once the prefix is gone: strip it, drop
+MMSA's bookkeeping buffers, refuse unknown and missing keys with their list (a state_dict of another
+family is "unknown keys"), build the model at the sizes the family reads from the weight shapes, and
+load strictly.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from dlf.config import apply_overrides, preset
 from dlf.errors import DLFError
 from dlf.models.registry import Converted
 
-__all__ = ["convert_mmsa", "shape_of", "short_list"]
+__all__ = ["l1_loss_terms", "parameter_summary", "convert_mmsa", "shape_of", "short_list"]
 
 PREFIX = "Model."  # MMSA's AMIO wrapper holds the model as ``self.Model``
 _BOOKKEEPING = (".version",)  # fairseq-style buffers (MULT): not state of the computation
@@ -24,6 +26,22 @@ _UNALIGNED_LENS = {"mosi": {"l": 50, "a": 375, "v": 500}, "mosei": {"l": 50, "a"
 
 # (state without prefix, source) -> (model.* overrides, dims {l, a, v}) read from the weight shapes
 Infer = Callable[[Mapping[str, torch.Tensor], str], tuple[dict[str, Any], dict[str, int]]]
+
+
+def l1_loss_terms(out: Mapping[str, torch.Tensor], labels: torch.Tensor, cfg: Any) -> dict[str, torch.Tensor]:
+    """MMSA's criterion for the L1 models: the batch-mean |M - y| (``task_l1``), weighted by loss.task."""
+    l1 = torch.nn.functional.l1_loss(out["M"].reshape(-1), labels.reshape(-1))
+    return {"total": cfg.loss.task * l1, "task_l1": l1}
+
+
+def parameter_summary(model: torch.nn.Module) -> dict:
+    """Registered parameters (frozen ones included) per top-level name, as MMSA's params_per_module
+    counts them (own parameters such as TFN's output_range are their own entries)."""
+    components: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        top = name.split(".", 1)[0]
+        components[top] = components.get(top, 0) + p.numel()
+    return {"total": sum(components.values()), "text_encoder": 0, "components": components}
 
 
 def short_list(keys, n: int = 8) -> str:
