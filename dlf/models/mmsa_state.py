@@ -24,9 +24,9 @@ PREFIX = "Model."  # MMSA's AMIO wrapper holds the model as ``self.Model``
 REFERENCE_DIMS = {"mosi": {"l": 768, "a": 5, "v": 20}, "mosei": {"l": 768, "a": 74, "v": 35}}
 UNALIGNED_LENS = {"mosi": {"l": 50, "a": 375, "v": 500}, "mosei": {"l": 50, "a": 500, "v": 500}}
 
-# (prefix-free state, corpus preset, dataset dims, dataset lengths or None, source)
+# (prefix-free state, corpus preset, dataset dims, dataset lengths, source)
 #   -> (model.* overrides read from the weights, input widths, stored lengths)
-Sizes = Callable[[Mapping[str, torch.Tensor], Any, Mapping[str, int], Mapping[str, int] | None, str],
+Sizes = Callable[[Mapping[str, torch.Tensor], Any, Mapping[str, int], Mapping[str, int], str],
                  tuple[dict[str, Any], dict[str, int], dict[str, int]]]
 
 
@@ -70,12 +70,14 @@ def convert_mmsa(state: Mapping[str, torch.Tensor], corpus: str, family: str, la
                  sizes: Sizes, source: str = "state_dict", dims: Mapping[str, int] | None = None,
                  seq_lens: Mapping[str, int] | None = None) -> Converted:
     """An MMSA ``state_dict`` of model ``label`` -> a ``family`` model (eval mode) under the ``corpus``
-    preset at the sizes of the weights; ``dims`` / ``seq_lens`` are the dataset's (MMSA's reference
-    widths when not given)."""
+    preset at the sizes of the weights; ``dims`` / ``seq_lens`` are the dataset's (when not given, the
+    widths and lengths of MMSA's file for ``corpus``, aligned or not as the family's preset reads)."""
     state = {(k[len(PREFIX):] if k.startswith(PREFIX) else k): v for k, v in state.items()}
     cfg = preset(corpus, family)
     dims = dict(dims or REFERENCE_DIMS.get(corpus, REFERENCE_DIMS["mosi"]))
-    overrides, weight_dims, lens = sizes(state, cfg, dims, seq_lens, source)
+    if not seq_lens:
+        seq_lens = dict.fromkeys("lav", 50) if cfg.data.aligned else UNALIGNED_LENS.get(corpus, UNALIGNED_LENS["mosi"])
+    overrides, weight_dims, lens = sizes(state, cfg, dims, dict(seq_lens), source)
     sized = apply_overrides(cfg, overrides, source=f"{source}: sizes read from the weights")
     model = build(sized, weight_dims, lens)
     _load(model, state, source, label)

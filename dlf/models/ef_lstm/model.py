@@ -87,6 +87,7 @@ def _sizes(state, cfg, dims, seq_lens, source):
     """(model.* overrides, widths, lengths) from MMSA EF_LSTM weights: H and the layer count from the
     LSTM, T from BatchNorm1d(T). The weights fix only the fused width, so the dataset's split of it is
     checked against them."""
+    data_steps = aligned_length(seq_lens, ("l", "a", "v"))  # an unaligned file is refused first
     hh, ih, norm = (shape(state, k) for k in ("lstm.weight_hh_l0", "lstm.weight_ih_l0", "norm.weight"))
     overrides: dict[str, Any] = {}
     if hh is not None:
@@ -96,7 +97,6 @@ def _sizes(state, cfg, dims, seq_lens, source):
         have = " + ".join(f"{_NAMES[m]} {dims[m]}" for m in ("l", "a", "v"))
         raise DLFError(f"{source}: the weights take fused inputs of width {ih[1]}, but the dataset gives "
                        f"{have} = {sum(dims.values())}; use the dataset the checkpoint was trained on")
-    data_steps = aligned_length(seq_lens, ("l", "a", "v")) if seq_lens else 50  # MMSA's aligned files: 50
     steps = norm[0] if norm is not None else data_steps  # the caller compares it with the dataset's
     return overrides, dict(dims), {m: steps for m in ("l", "a", "v")}
 
