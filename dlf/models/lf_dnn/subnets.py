@@ -1,0 +1,71 @@
+"""LF_DNN's pre-fusion sub-networks (MMSA 2.2.1 ``SubNet`` and ``TextSubNet``, module and parameter
+names as MMSA's, so a checkpoint maps by its ``Model.`` prefix alone), and the parameter-free time
+mean MMSA applies to the audio and vision inputs (``need_normalized``).
+
+- ``SubNet``: BatchNorm1d(d), Drop(p), then three Linear + ReLU layers: (B, d) -> (B, h).
+- ``TextSubNet``: a 1-layer LSTM over every stored step (padding included, no packing), its last
+  hidden state h_n, then Linear(h, out) with no activation: (B, T, 768) -> (B, out).
+
+Dropout goes through ``dlf.models.layers.dropout`` (each micro-batch draws its masks from its own
+generator), so a run's numbers do not depend on how the trainer schedules micro-batches.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlf.models.layers import dropout
+
+__all__ = ["SubNet", "TextSubNet", "time_mean"]
+
+
+def time_mean(x: torch.Tensor, over_padding: bool = True) -> torch.Tensor:
+    """(B, T, d) -> (B, d): MMSA's ``need_normalized`` preprocessing, done per sample in the forward.
+
+    ``over_padding`` (MMSA): the mean over all T stored steps, zero padding included (375 or 500 steps
+    unaligned), so a short stream is shrunk towards 0; NaN -> 0 as MMSA does. False: the mean over the
+    stream's own frames, up to its last frame that is not all zeros (the model is given no lengths).
+    """
+    if over_padding:
+        return torch.nan_to_num(x.mean(dim=1), nan=0.0)
+    steps = torch.arange(1, x.shape[1] + 1, device=x.device)
+    length = (x.ne(0).any(dim=-1) * steps).amax(dim=1).clamp(min=1)  # (B,) last non-zero frame, 1-based
+    return x.sum(dim=1) / length.unsqueeze(-1).to(x.dtype)
+
+
+class SubNet(nn.Module):
+    """BatchNorm1d(d) -> Drop(p) -> [Linear -> ReLU] x 3: one modality's time mean (B, d) -> (B, h)."""
+
+    def __init__(self, in_size: int, hidden_size: int, p: float):
+        super().__init__()
+        self.p = p
+        self.norm = nn.BatchNorm1d(in_size)  # batch statistics in training, running ones in eval
+        self.linear_1 = nn.Linear(in_size, hidden_size)
+        self.linear_2 = nn.Linear(hidden_size, hidden_size)
+        self.linear_3 = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = dropout(self.norm(x), self.p, self.training)  # (B, d)
+        x = F.relu(self.linear_1(x))
+        x = F.relu(self.linear_2(x))
+        return F.relu(self.linear_3(x))  # (B, h)
+
+
+class TextSubNet(nn.Module):
+    """LSTM(d -> h, 1 layer, batch-first) over all T steps -> h_n -> Drop(p) -> Linear(h, out).
+
+    MMSA builds the dropout with p forced to 0 (its LSTM has one layer), so callers pass ``p=0`` to
+    reproduce it; a non-zero p applies dropout to h_n, where MMSA's dead dropout sits.
+    """
+
+    def __init__(self, in_size: int, hidden_size: int, out_size: int, p: float = 0.0):
+        super().__init__()
+        self.p = p
+        self.rnn = nn.LSTM(in_size, hidden_size, num_layers=1, batch_first=True)
+        self.linear_1 = nn.Linear(hidden_size, out_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, (h_n, _) = self.rnn(x)  # h_n (1, B, h): the state after the last stored step, padding included
+        h = dropout(h_n[0], self.p, self.training)  # (B, h)
+        return self.linear_1(h)  # (B, out)

@@ -1,0 +1,41 @@
+"""What the config sections of the MMSA 2.2.1 baselines share (torch-free): MMSA's training recipe as
+preset overrides, and the field checks every such family runs.
+
+MMSA's trainers (../shared/reference/baselines/README.md sections 3 and 5): Adam with torch's coupled
+L2 weight decay, no gradient accumulation or clipping, no scheduler, selection on the valid L1 rounded
+to 4 decimals, a new best when it drops by at least 1e-6, early stop after 8 epochs without one and
+no epoch cap (1000 stands for none: patience ends a run long before).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from dlf.errors import DLFError
+
+__all__ = ["MMSA_RECIPE", "mmsa_recipe", "check_mmsa_fields"]
+
+MMSA_RECIPE: dict[str, Any] = {
+    "train.accumulation": 1, "train.clip_value": 0.0, "train.scheduler": "none", "train.val_loss": "mae",
+    "train.val_decimals": 4, "train.patience": 8, "train.max_epochs": 1000, "train.min_delta": 1e-6,
+}
+
+
+def mmsa_recipe(batch_size: int, lr: float, weight_decay: float, aligned: bool) -> dict[str, Any]:
+    """A corpus preset's ``train.*`` / ``data.*`` part: MMSA's shared recipe plus the model's own
+    batch size, learning rate and weight decay (README section 5) and which MMSA file it reads."""
+    return {**MMSA_RECIPE, "train.batch_size": batch_size, "train.lr": lr, "train.weight_decay": weight_decay,
+            "data.aligned": aligned}
+
+
+def check_mmsa_fields(cfg: Any, source: str, sizes: tuple[str, ...], dropouts: tuple[str, ...]) -> None:
+    """Sizes >= 1, dropouts in [0, 1), loss.task >= 0. Only ``model.*`` and ``loss.*`` are read: a
+    variant file is validated on top of whatever ``train`` section its study gives it."""
+    m = cfg.model
+    for name in sizes:
+        if getattr(m, name) < 1:
+            raise DLFError(f"{source}: model.{name} must be >= 1, got {getattr(m, name)}")
+    for name in dropouts:
+        if not 0.0 <= getattr(m, name) < 1.0:
+            raise DLFError(f"{source}: model.{name} must be in [0, 1), got {getattr(m, name)}")
+    if cfg.loss.task < 0:
+        raise DLFError(f"{source}: loss.task must be >= 0, got {cfg.loss.task}")
