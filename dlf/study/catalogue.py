@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from dlf.config import RunConfig, apply_overrides
+from dlf.config import RunConfig, build_config
 from dlf.errors import DLFError
 from dlf.resources import read_yaml, resource_dir
 
@@ -104,8 +104,9 @@ def variant_from_dict(data: Any, source: str) -> Variant:
     overrides = data["overrides"] if data["overrides"] is not None else {}
     if not isinstance(overrides, Mapping):
         raise DLFError(f"{source}: key 'overrides' must be a mapping of dot-paths, e.g. loss.lambda_r: 0")
-    # apply_overrides rejects unknown paths and wrong types, naming this file and key.
-    apply_overrides(RunConfig(), overrides, source=f"{source}: overrides")
+    # unknown paths, wrong types and values out of range fail here, naming this file and key; built on
+    # the preset of the family the overrides name, so a family's own checks see its own recipe
+    build_config("mosi", (f"{source}: overrides", overrides))
     return Variant(name=data["name"], label=data["label"], overrides=dict(overrides),
                    group=data.get("group"), latex=data.get("latex") or data["label"],
                    order=data.get("order", 1000), description=data.get("description", ""), source=source)
@@ -125,11 +126,10 @@ def parameter_count(variant: Variant, corpus: str = "mosi") -> int:
     Counted in ``features`` text mode so that no BERT download is needed: the model behind the text
     encoder is the same for a 768-d BERT.
     """
-    from dlf.config import preset
     from dlf.models.registry import build_model, family_of
 
-    cfg = apply_overrides(preset(corpus), variant.overrides, source=variant.source or variant.name)
-    cfg = apply_overrides(cfg, {"model.text_encoder": "features"}, source="parameter count")
+    cfg = build_config(corpus, (variant.source or variant.name, variant.overrides),
+                       ("parameter count", {"model.text_encoder": "features"}))
     dims, seq_lens = REFERENCE_SHAPES[corpus]
     family = family_of(cfg)
     return family.summary(build_model(cfg, dims, seq_lens))["total"]
@@ -137,8 +137,6 @@ def parameter_count(variant: Variant, corpus: str = "mosi") -> int:
 
 def variant_config(corpus: str, variant: Variant, set_overrides: Mapping[str, Any] | None = None) -> RunConfig:
     """Preset of ``corpus``, then CLI ``--set`` overrides, then the variant's (last: never undone)."""
-    from dlf.config import build_config
-
     return build_config(corpus, ("--set", set_overrides or {}),
                         (f"variant {variant.name} ({variant.source})", variant.overrides))
 
