@@ -3,6 +3,7 @@ parameter counts, gradients, a short training run, MMSA's preprocessing and bad 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +15,10 @@ from dlf.data.mmsa import load_dataset
 from dlf.errors import DLFError
 from dlf.models.mfn.memory import avg_pool_align, time_mean
 from dlf.models.registry import build_model, implementation
+from dlf.tune.space import load_space
 
 DIMS, LENS = {"l": 768, "a": 5, "v": 20}, {"l": 50, "a": 50, "v": 50}
+SPACE = Path(__file__).resolve().parents[1] / "spaces" / "mfn.yaml"
 
 
 def first_train_batch(model: str, n: int = 8):
@@ -45,6 +48,16 @@ def test_loss_terms_match_mmsa_on_the_first_eight_train_samples():
     assert set(terms) == set(want)
     for name, value in want.items():
         assert float(terms[name]) == pytest.approx(value, abs=1e-5)
+
+
+@bf.needs("MFN")
+def test_the_same_seed_builds_mmsas_initial_weights():
+    """Modules are built in MMSA's order, so torch.manual_seed(1111) gives the fixture's weights (which
+    are MMSA's construction-time values rounded to float16)."""
+    torch.manual_seed(1111)
+    model = build_model(preset("mosi", "mfn"), DIMS, LENS)
+    want = bf.state_dict("MFN")
+    assert [k for k, v in model.state_dict().items() if not torch.equal(v.half().float(), want["Model." + k])] == []
 
 
 @pytest.mark.parametrize("dataset,total", [("synthetic-mosi", 2_172_657), ("synthetic-mosei", 1_276_865)])
@@ -121,6 +134,13 @@ def test_audio_and_vision_enter_as_time_means_or_as_aligned_streams(tiny_mosi_un
         aligned = model(text, audio, vision)["M"]
         torch.testing.assert_close(aligned, model(text, avg_pool_align(audio, 50), avg_pool_align(vision, 50))["M"])
     assert not torch.allclose(out, aligned)
+
+
+@pytest.mark.parametrize("corpus", ["mosi", "mosei"])
+def test_the_search_space_is_mmsas_grid_and_valid_on_both_presets(corpus):
+    choices = {p.path: p.choices for p in load_space(SPACE, preset(corpus, "mfn")).params}
+    assert choices["model.mem_size"] == (64, 128, 256, 300, 400) and choices["train.batch_size"] == (32, 64, 128)
+    assert all(c == (0.0, 0.2, 0.5, 0.7) for p, c in choices.items() if p.endswith("_dropout"))
 
 
 def test_a_modality_subset_is_refused_in_one_line():

@@ -7,7 +7,7 @@ preset at those sizes, load strictly, eval mode.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
@@ -49,13 +49,18 @@ def rows(state: Mapping[str, torch.Tensor], key: str) -> int:
 
 def build_and_load(state: Mapping[str, torch.Tensor], corpus: str, family: str, label: str, build: Callable,
                    overrides: Mapping[str, Any], dims: Mapping[str, int], seq_lens: Mapping[str, int],
-                   source: str) -> Converted:
+                   source: str, keep: Iterable[str] = ()) -> Converted:
     """Build ``family`` under the ``corpus`` preset with ``overrides`` (the sizes the weights have), load
-    ``state`` (prefix stripped, names checked) strictly and return it in eval mode."""
+    ``state`` (prefix stripped, names checked) strictly and return it in eval mode. The model is built
+    under ``torch.manual_seed(cfg.seed)`` (the global generator is left as it was), so the tensors in
+    ``keep`` that ``state`` lacks keep reproducible initial values."""
     base = preset(corpus, family)
     cfg = apply_overrides(base, dict(overrides), source=f"{source}: sizes read from the weights")
-    model = build(cfg, dims, seq_lens)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build(cfg, dims, seq_lens)
     own = model.state_dict()
+    state = {**{k: own[k] for k in keep if k not in state}, **state}
     bad = [f"{PREFIX}{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})" for k, v in state.items()
            if tuple(v.shape) != tuple(own[k].shape)]
     if bad:
