@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlf.models.layers import dropout
+from dlf.models._kernels import dropout
 
 __all__ = ["MemoryFusion", "time_mean", "avg_pool_align", "l1_loss_terms", "parameter_summary"]
 

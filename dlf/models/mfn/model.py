@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlf.models.layers import dropout
+from dlf.models._kernels import dropout
 from dlf.models.mfn.memory import MemoryFusion, avg_pool_align, time_mean
 
 __all__ = ["MFN", "build_model"]
