@@ -197,8 +197,10 @@ def convert_official(checkpoint: str | Path, dataset: str, out: str | Path, data
     """Convert an official checkpoint for ``dataset`` and save it as a dlf-ablate checkpoint at ``out``."""
     from dlf.checkpoint import dataset_meta, save_checkpoint
     from dlf.data import load_dataset
+    from dlf.fingerprint import check_output_file
 
     out = Path(out)
+    check_output_file(out, "--out", "model.pt")
     if out.exists() and not overwrite:
         raise DLFError(f"--out {out}: file exists; choose another path or pass --force to replace it")
     state = load_official_state(checkpoint)

@@ -48,7 +48,10 @@ def evaluate(
 ) -> None:
     """Metrics of a saved model on one split, and optionally its per-sample predictions."""
     from dlf.checkpoint import evaluate_checkpoint, write_predictions
+    from dlf.fingerprint import check_output_file
 
+    if predictions is not None:  # refused now, not after a possibly long evaluation
+        check_output_file(predictions, "--predictions")
     result = evaluate_checkpoint(checkpoint, dataset, split, data_root=data_root, device=device)
     if predictions is not None:
         write_predictions(predictions, result.ids, result.labels, result.preds)
