@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from dlf import interrupts
 from dlf.config import RunConfig, apply_overrides
 from dlf.errors import DLFError
-from dlf.startup import defer_gc, freeze_for_exit
+from dlf.startup import defer_gc, freeze_for_exit, quiet_library_warnings
 from dlf.tune.space import SearchSpace, parse_space
 from dlf.tune.storage import (
     Heartbeat,
@@ -234,6 +234,7 @@ def worker_main(setup: TuneSetup, runtime: Any, worker: int, env: dict[str, str]
     """Entry point of a spawned worker process: apply its device/thread environment, then loop."""
     os.environ.update(env)
     defer_gc()  # until its first trial trains (dlf.startup)
+    quiet_library_warnings()  # as in the main process (a spawned interpreter starts without its filters)
     try:
         run_worker(setup, runtime, worker)
     except DLFError as err:
