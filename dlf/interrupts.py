@@ -72,3 +72,19 @@ class HeldCalls:
                 return attr(*args, **kwargs)
 
         return call
+
+
+@contextlib.contextmanager
+def signals_to_main_thread() -> Iterator[None]:
+    """Threads started in this block never take SIGINT/SIGTERM (they inherit the block), so the
+    kernel always hands those to the main thread, where Python handles them anyway. This matters
+    while the main thread briefly ignores SIGINT (dlf.local_workers): a signal that another
+    thread took then would be lost, one the main thread has blocked waits for it."""
+    if not _in_main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(SIGNALS))
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

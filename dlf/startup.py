@@ -1,4 +1,5 @@
-"""The cyclic garbage collector around a process's heavy imports and its exit (stdlib only).
+"""Process start-up (stdlib only): library warnings, and the cyclic garbage collector around a
+process's heavy imports and its exit.
 
 Importing torch (with dynamo, which ``torch.optim`` pulls in) and MLflow creates about a million
 long-lived objects, and every full collection walks all of them again: during the imports, and
@@ -16,8 +17,14 @@ commands, a study run in the CLI's own process (``dlf.pool``), a spawned run wor
 from __future__ import annotations
 
 import gc
+import sys
+import warnings
 
-__all__ = ["defer_gc", "settle_gc", "freeze_for_exit"]
+__all__ = ["defer_gc", "settle_gc", "freeze_for_exit", "quiet_library_warnings"]
+
+# Any module but the project's own: its warnings (and library warnings that point at its code)
+# stay visible.
+_LIBRARY_MODULES = r"(?!dlf(\.|$))"
 
 _deferred = False
 
@@ -42,3 +49,15 @@ def settle_gc() -> None:
 def freeze_for_exit() -> None:
     """Just before the process ends: leave everything out of the interpreter's final collections."""
     gc.freeze()
+
+
+def quiet_library_warnings() -> None:
+    """Hide the libraries' own warnings (deprecations and notices of MLflow, pydantic, Optuna,
+    torch...): nothing a user can act on, and printed before an ``error:`` line they turn one
+    line into several. A user's own -W / PYTHONWARNINGS settings are left alone."""
+    if sys.warnoptions:
+        return
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category, module=_LIBRARY_MODULES)
+    # Optuna's ExperimentalWarning points at the caller (this project), which uses those features on purpose.
+    warnings.filterwarnings("ignore", message=r".* is experimental \(supported from", category=UserWarning)

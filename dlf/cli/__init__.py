@@ -10,7 +10,7 @@ import sys
 import typer
 
 from dlf.errors import DLFError
-from dlf.startup import defer_gc, freeze_for_exit
+from dlf.startup import defer_gc, freeze_for_exit, quiet_library_warnings
 
 app = typer.Typer(
     name="dlf-ablate",
@@ -40,6 +40,7 @@ def fail(message: str) -> None:
 
 def main() -> None:
     defer_gc()  # through the command's heavy imports; it settles once they are done (dlf.startup: ~1-2 s)
+    quiet_library_warnings()  # bad input is one `error:` line, without library chatter before it
     try:
         app()
     except DLFError as err:

@@ -50,8 +50,12 @@ def evaluate(
         None, "--outputs", help="Write every named output of the model per sample (with id, label) to this .npz."),
 ) -> None:
     """Metrics of a saved model on one split, and optionally its per-sample predictions and outputs."""
+    from dlf.data.fingerprint import check_output_file
     from dlf.train.checkpoint import evaluate_checkpoint, write_outputs, write_predictions
 
+    for path, flag in ((predictions, "--predictions"), (outputs, "--outputs")):
+        if path is not None:  # refused now, not after a possibly long evaluation
+            check_output_file(path, flag)
     result = evaluate_checkpoint(checkpoint, dataset, split, data_root=data_root, device=device,
                                  outputs=outputs is not None)
     if predictions is not None:

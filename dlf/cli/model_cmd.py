@@ -46,6 +46,10 @@ def train(
     settle_gc()  # the trainer is imported: collect normally from here on (dlf.startup)
     sets = _sets(set_) | ({"seed": seed} if seed is not None else {})
     resolve_device(device)  # fail before loading any data
+    if save is not None:  # and before training, not after it
+        from dlf.data.fingerprint import check_output_file
+
+        check_output_file(save, "--save", "model.pt")
     cfg, data, var = prepare_run(dataset, variant, sets, data_root)
     with _Progress(cfg.train.max_epochs) as progress:
         result = train_run(cfg, data, Runtime(device=device, threads=threads), progress=progress)

@@ -75,17 +75,14 @@ def ui(
     host: str = typer.Option("127.0.0.1", "--host", help="Address the UI listens on."),
     port: int = typer.Option(5000, "--port", help="Port the UI listens on."),
 ) -> None:
-    """Open the MLflow UI on the tracking store (Ctrl-C stops it)."""
-    import subprocess
-
-    from dlf.run.commands import ui_command
+    """Open the MLflow UI on the tracking store (Ctrl-C, SIGTERM or SIGHUP stops it and its server)."""
+    from dlf.run.commands import serve_ui, ui_command
 
     cmd, url = ui_command(study, tracking_uri, host, port)
     if cmd is None:
         typer.echo(f"the tracking server serves its own UI: {url}")
         return
     typer.echo(f"MLflow UI: {url}  (Ctrl-C to stop)")
-    try:
-        subprocess.run(cmd, check=False)
-    except KeyboardInterrupt:
-        pass
+    code = serve_ui(cmd)
+    if code:
+        raise typer.Exit(code)

@@ -44,6 +44,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     return path
 
 
+def check_output_file(path: str | os.PathLike, option: str, example: str = "predictions.csv") -> Path:
+    """Refuse, before any long work, an output path that :func:`atomic_write` could not replace:
+    an existing folder, a file where a parent folder should be, or an unwritable folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise DLFError(f"{option} {path}: is a folder; give a file name, e.g. {path / example}")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # atomic_write creates missing folders
+        folder = folder.parent
+    if not folder.is_dir():
+        raise DLFError(f"{option} {path}: {folder} is a file, not a folder; choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DLFError(f"{option} {path}: folder {folder} is not writable; choose another path")
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -7,7 +7,6 @@ It also lists the expected runs that are missing, failed or still running.
 """
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Iterable
 import pandas as pd
 
 from dlf.errors import DLFError
+from dlf.run.store_file import sqlite_path, store_error
 
 META_COLUMNS = ["study", "variant", "dataset", "corpus", "synthetic", "group", "label", "latex",
                 "order", "seed", "run_key", "status", "run_id", "start_time"]
@@ -51,12 +51,10 @@ def collect(tracking_uri: str, studies: Iterable[str] | None = None,
     """
     client = _client(tracking_uri)
     wanted = list(studies) if studies else None
-    experiments = _experiments(client, wanted)
-    rows, parents = [], {}
-    for exp in experiments:
-        rows += [_seed_row(r, exp.name) for r in _search(client, exp.experiment_id, "seed")]
-        parents[exp.name] = {(r.data.tags.get("dlf.variant"), r.data.tags.get("dlf.dataset"))
-                             for r in _search(client, exp.experiment_id, "parent")}
+    try:
+        rows, parents = _read_runs(client, wanted)
+    except Exception as err:  # noqa: BLE001 - a store that fails mid-read (damaged pages, a lost server)
+        raise store_error(tracking_uri, err) from None
     runs = _choose(_frame(rows))
     names = wanted or sorted(parents)
     problems = _problems(runs, names, expected or {}, parents)
@@ -64,6 +62,15 @@ def collect(tracking_uri: str, studies: Iterable[str] | None = None,
         predictions_for = set(runs.loc[runs["group"].isna(), "variant"]) if not runs.empty else set()
     preds, warnings = _predictions(client, runs, set(predictions_for))
     return Collected(runs, problems, preds, warnings)
+
+
+def _read_runs(client, wanted: list[str] | None) -> tuple[list[dict], dict]:
+    rows, parents = [], {}
+    for exp in _experiments(client, wanted):
+        rows += [_seed_row(r, exp.name) for r in _search(client, exp.experiment_id, "seed")]
+        parents[exp.name] = {(r.data.tags.get("dlf.variant"), r.data.tags.get("dlf.dataset"))
+                             for r in _search(client, exp.experiment_id, "parent")}
+    return rows, parents
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
@@ -74,27 +81,21 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def _client(uri: str):
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if uri.startswith("sqlite:///"):
-        # Reading must never create an empty store: MLflow would silently make one.
-        path = Path(uri[len("sqlite:///"):])
-        if not path.is_file():
-            raise DLFError(f"{path}: no MLflow store there (tracking URI {uri}); run `dlf-ablate run` "
-                           "first or pass --tracking-uri")
-    from mlflow.tracking import MlflowClient
+    """The tracking module's client (its checks of the store, one line per problem), never
+    creating a store: reading one that is not there is an error, not a new empty store."""
+    from dlf.run import tracking
 
-    return MlflowClient(tracking_uri=uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    path = sqlite_path(uri)
+    if path is not None and (not path.is_file() or path.stat().st_size == 0):
+        what = "an empty file, " if path.is_file() else ""
+        raise DLFError(f"{path}: {what}no MLflow store there (tracking URI {uri}); run `dlf-ablate run` "
+                       "first or pass --tracking-uri")
+    return tracking.client(uri)
 
 
 def _experiments(client, wanted: list[str] | None) -> list:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        found = list(_paged(lambda token: client.search_experiments(page_token=token)))
-    except MlflowException as err:
-        raise DLFError(f"tracking store {client.tracking_uri}: {str(err).splitlines()[0]}") from None
+    found = list(_paged(lambda token: client.search_experiments(page_token=token)))
     if wanted is None:
         return [e for e in found if e.name != "Default"]
     return [e for e in found if e.name in set(wanted)]

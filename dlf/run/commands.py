@@ -29,6 +29,7 @@ def run_command(study: str, set_overrides: Mapping[str, Any], set_file: Path | N
     spec = load_study(study)
     specs = expand(spec, data_root=data_root, set_overrides=set_overrides, set_file=set_file)
     uri = resolve_tracking_uri(tracking_uri)
+    _check_store(uri)  # one line, before the progress display starts
     console = Console(stderr=False)
     with _Progress(console, spec.name, len(specs)) as view, _sigterm_as_interrupt():
         result = run_study(specs, uri, workers=workers, devices=parsed_devices, threads=threads, emit=view)
@@ -54,6 +55,27 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+def _check_store(uri: str) -> None:
+    from dlf.run.store_file import check_store_file
+
+    problem = check_store_file(uri)
+    if problem:
+        raise DLFError(problem)
+
+
+def _check_port(host: str, port: int) -> None:
+    """A busy port fails here in one line, not seconds later inside the MLflow server."""
+    import os
+    import socket
+
+    try:
+        with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET):
+            pass
+    except OSError as err:
+        raise DLFError(f"--host {host} --port {port}: cannot listen there ({os.strerror(err.errno) if err.errno else err}); "
+                       "pass another --port") from None
+
+
 def _check_counts(workers: int | None, threads: int | None) -> None:
     if workers is not None and workers < 1:
         raise DLFError(f"--workers {workers}: give at least 1 worker process")
@@ -74,7 +96,10 @@ class _Progress:
         self.lines: dict[int, Any] = {}
 
     def __enter__(self) -> _Progress:
-        self.progress.__enter__()
+        from dlf.interrupts import signals_to_main_thread
+
+        with signals_to_main_thread():  # rich's refresh thread must not take a Ctrl-C
+            self.progress.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -174,6 +199,8 @@ def ui_command(study: str | None, tracking_uri: str | None, host: str, port: int
         return None, uri
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise DLFError(f"no tracking store at {uri}; run a study first, or pass --tracking-uri")
+    _check_store(uri)  # the MLflow server would fail on it, or add its tables to another program's file
+    _check_port(host, port)
     url = f"http://{host}:{port}"
     if study:
         url += _experiment_fragment(study, uri)
@@ -191,3 +218,63 @@ def _experiment_fragment(study: str, uri: str) -> str:
     if exp is None:
         raise DLFError(f"study {name!r} has no runs in {uri} yet; run it first (dlf-ablate run {study})")
     return f"/#/experiments/{exp.experiment_id}"
+
+
+def serve_ui(cmd: list[str], grace: float = 10.0) -> int:
+    """Run the MLflow UI until it exits or this process gets SIGINT, SIGTERM or SIGHUP; then stop it.
+
+    The server (MLflow starts a web server and helper processes under it) gets a session of its
+    own and is always stopped as a whole group: SIGTERM, then SIGKILL after ``grace`` seconds. So
+    ``kill <ui pid>`` or a closed terminal no longer leaves it serving on the port. Returns 0 after
+    Ctrl-C, 128 + the signal after SIGTERM/SIGHUP, else the server's own exit code.
+    """
+    import subprocess
+
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    got: list[int] = []
+    proc = None
+
+    def stop(signum, frame):
+        got.append(signum)
+        if proc is not None:  # not while Popen runs: the server could be started, yet unknown here
+            raise _Stop
+
+    old = {s: signal.signal(s, stop) for s in stops}
+    try:
+        proc = subprocess.Popen(cmd, start_new_session=True)  # Ctrl-C reaches it through us only
+        code = proc.wait() if not got else None
+    except _Stop:
+        code = None
+    finally:
+        for s in stops:  # a second signal must not cut the clean-up short
+            signal.signal(s, signal.SIG_IGN)
+        if proc is not None:
+            _stop_group(proc, grace)
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if code is not None:
+        return code
+    return 0 if got[0] == signal.SIGINT else 128 + got[0]
+
+
+class _Stop(Exception):
+    """Raised by serve_ui's signal handler (not a KeyboardInterrupt: nothing else catches it)."""
+
+
+def _stop_group(proc, grace: float) -> None:
+    import os
+    import subprocess
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)  # its helpers too, even after the leader is gone
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        if sig == signal.SIGTERM:  # the leader is gone: make sure nothing of its group stays
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        return

@@ -24,6 +24,7 @@ from dlf.config import flatten
 from dlf.errors import DLFError
 from dlf.interrupts import HeldCalls
 from dlf.resources import home_dir
+from dlf.run.store_file import check_store_file, store_error
 
 SEED, PARENT = "seed", "parent"
 _DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
@@ -62,6 +63,9 @@ def client(uri: str):
 
     for name in ("mlflow", "alembic"):  # after the import: mlflow sets its own level on import
         logging.getLogger(name).setLevel(logging.WARNING)
+    problem = check_store_file(uri)  # before MLflow, which would add its tables to any SQLite file
+    if problem:
+        raise DLFError(problem)
     try:
         with _store_lock(uri):  # two processes must not run a new SQLite store's migrations at once
             c = HeldCalls(MlflowClient(tracking_uri=uri))  # no store call is cut in half (dlf.interrupts)
@@ -69,7 +73,7 @@ def client(uri: str):
     except DLFError:
         raise
     except Exception as err:  # noqa: BLE001 - any backend error means "cannot use this store"
-        raise DLFError(f"tracking store {uri}: {one_line(err)}; check --tracking-uri / MLFLOW_TRACKING_URI") from None
+        raise store_error(uri, err) from None
     return c
 
 
@@ -86,6 +90,8 @@ def _store_lock(uri: str):
     except OSError as err:
         raise DLFError(f"tracking store {uri}: cannot create {folder} ({err.strerror}); "
                        "check --tracking-uri / MLFLOW_TRACKING_URI") from None
+    if not os.access(folder, os.W_OK):  # a read-only copy: no store can be created or migrated there
+        return contextlib.nullcontext()
     return FileLock(folder / ".mlflow-store.lock", preserve_lock_file=True, thread_local=False)
 
 

@@ -8,6 +8,7 @@ the key lock) and starts a replacement while work remains.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
@@ -15,11 +16,11 @@ import threading
 import time
 from collections import deque
 from multiprocessing.connection import wait
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from dlf.run import tracking
 from dlf.run.executor import BUSY, FAILED, RunOutcome, execute_run, mark_abandoned
-from dlf.startup import defer_gc, freeze_for_exit, settle_gc
+from dlf.startup import defer_gc, freeze_for_exit, quiet_library_warnings, settle_gc
 
 STOP_GRACE_SECONDS = 60.0  # how long interrupted workers get to close their runs as KILLED
 
@@ -50,7 +51,8 @@ class LocalWorkers:
         mine, theirs = self.ctx.Pipe(duplex=True)
         args = (i, theirs, self.uri, self.runtimes[i], self.envs[i], os.getpid())
         self.procs[i] = self.ctx.Process(target=_worker_main, args=args, name=f"dlf-worker-{i}", daemon=True)
-        self.procs[i].start()
+        with _sigint_ignored_by_children():
+            self.procs[i].start()
         theirs.close()
         self.conns[i] = mine
 
@@ -150,33 +152,72 @@ class LocalWorkers:
                 conn.close()
 
 
+@contextlib.contextmanager
+def _sigint_ignored_by_children() -> Iterator[None]:
+    """Start processes that ignore SIGINT from their first instruction.
+
+    A new interpreter keeps an ignored SIGINT ignored (and then installs no KeyboardInterrupt
+    handler), so a Ctrl-C to the process group during a worker's start-up (seconds of imports)
+    no longer prints a traceback from the worker. This process blocks SIGINT meanwhile, so one
+    that arrives then stays pending and is delivered when the block ends, provided no other
+    thread takes it while it is ignored (it would be lost): threads are started under
+    :func:`dlf.interrupts.signals_to_main_thread` (the run view's display does).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    # Started first, outside the window: starting it unblocks SIGINT, which would drop one pending.
+    resource_tracker.ensure_running()
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler if handler is not None else signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
 def _worker_main(wid: int, conn, uri: str, runtime_kwargs: dict, env: dict, parent_pid: int) -> None:
     """A worker process: set its GPU/thread environment before torch loads, then run specs."""
-    os.environ.update(env)
-    defer_gc()  # through its imports (dlf.startup)
     # Ctrl-C reaches the whole process group; only the main process reacts, and it stops the
-    # workers with SIGTERM, which interrupts the current run like Ctrl-C would.
+    # workers with SIGTERM, which interrupts the current run like Ctrl-C would. SIGINT has been
+    # ignored since this process started (_sigint_ignored_by_children).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    os.environ.update(env)
+    defer_gc()  # until its first run starts (dlf.startup)
+    quiet_library_warnings()  # as in the main process (a spawned interpreter starts without its filters)
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+    # Until here SIGTERM ends the process quietly (nothing to close yet); from now on it becomes a
+    # KeyboardInterrupt that execute_run turns into a KILLED run, caught below wherever it lands.
+    try:
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        _serve(wid, conn, uri, runtime_kwargs)
+    except (KeyboardInterrupt, EOFError, BrokenPipeError):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a late SIGTERM while exiting: no traceback
+    freeze_for_exit()
+
+
+def _serve(wid: int, conn, uri: str, runtime_kwargs: dict) -> None:
     import mlflow  # noqa: F401 - every run is tracked
     from dlf.study.spec import RunSpec
     from dlf.train.loop import Runtime
 
+    settle_gc()  # the heavy imports are done: collect normally from here on (dlf.startup)
+
     settle_gc()  # the trainer and the tracking client are imported: collect normally from here on
     runtime = Runtime(**runtime_kwargs)
-    try:
-        while (item := conn.recv()) is not None:
-            spec = RunSpec.from_dict(item["spec"])
-            try:
-                outcome = execute_run(spec, uri, runtime, on_epoch=EpochForward(conn.send, wid, spec.key),
-                                      wait=item["wait"])
-            except Exception as err:  # noqa: BLE001 - execute_run should not raise; report, never hang
-                outcome = RunOutcome(FAILED, spec.key, error=tracking.one_line(err))
-            conn.send({"type": "done", "worker": wid, "key": spec.key, "outcome": outcome.to_dict()})
-    except (KeyboardInterrupt, EOFError, BrokenPipeError):
-        pass
-    freeze_for_exit()
+    while (item := conn.recv()) is not None:
+        spec = RunSpec.from_dict(item["spec"])
+        try:
+            outcome = execute_run(spec, uri, runtime, on_epoch=EpochForward(conn.send, wid, spec.key),
+                                  wait=item["wait"])
+        except Exception as err:  # noqa: BLE001 - execute_run should not raise; report, never hang
+            outcome = RunOutcome(FAILED, spec.key, error=tracking.one_line(err))
+        conn.send({"type": "done", "worker": wid, "key": spec.key, "outcome": outcome.to_dict()})
 
 
 def _raise_interrupt(signum, frame) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from pathlib import Path
 
 # Seconds per (parameter x training sample x epoch): full DLF (1.63 M parameters), synthetic-MOSI at
 # scale 0.1, one CPU thread, features text mode, validation included (8.6 s CPU for 3 epochs).
@@ -86,8 +85,10 @@ def _rate(specs: list, finished: dict, units: dict) -> tuple[float, str]:
 def _finished_runs(specs: list, uri: str) -> dict:
     """key -> FINISHED run, without creating a store that does not exist yet (plan is a dry run)."""
     from dlf.run import tracking
+    from dlf.run.store_file import sqlite_path
 
-    if not specs or (uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()):
+    db = sqlite_path(uri)
+    if not specs or (db is not None and (not db.is_file() or db.stat().st_size == 0)):
         return {}
     c = tracking.client(uri)
     exp = c.get_experiment_by_name(specs[0].study)

@@ -182,4 +182,8 @@ def write_predictions(path: str | os.PathLike, ids: list[str], labels: np.ndarra
     for i, y, p in zip(ids, labels.tolist(), preds.tolist()):
         writer.writerow([i, f"{y:.9g}", f"{p:.9g}"])
     data = buf.getvalue().encode("utf-8")
-    return atomic_write(path, lambda fh: fh.write(data))
+    try:
+        return atomic_write(path, lambda fh: fh.write(data))
+    except OSError as err:  # a full disk, a folder that appeared meanwhile: nothing was replaced
+        raise DLFError(f"{path}: cannot write the predictions ({err.strerror or err}); "
+                       "choose another path") from None

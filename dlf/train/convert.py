@@ -44,7 +44,10 @@ def convert_official(checkpoint: str | Path, dataset: str, out: str | Path, data
     from dlf.train.checkpoint import dataset_meta, save_checkpoint
     from dlf.data.mmsa import load_dataset
 
+    from dlf.data.fingerprint import check_output_file
+
     out = Path(out)
+    check_output_file(out, "--out", "model.pt")
     if out.exists() and not overwrite:
         raise DLFError(f"--out {out}: file exists; choose another path or pass --force to replace it")
     impl = implementation(family)

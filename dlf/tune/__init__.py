@@ -41,8 +41,10 @@ def tune(opts: TuneOptions) -> TuneResult:
     """Search, re-evaluate the top K over seeds, export the winner, plot; see the module docstring."""
     from dlf.tune.report import study_counts
     from dlf.tune.search import open_study, reap_before_start
+    from dlf.tune.storage import check_storage
 
     plan = prepare(opts)
+    check_storage(plan.setup.storage)  # before a tracking run is opened for a search that cannot start
     setup = plan.setup = _attach_tracking(plan, opts)
     study, created = open_study(setup)
     reaped = reap_before_start(setup)

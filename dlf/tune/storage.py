@@ -32,6 +32,7 @@ from optuna.trial import TrialState
 from dlf.errors import DLFError
 from dlf.cluster.queue import sqlalchemy_url
 from dlf.resources import home_dir
+from dlf.tune.journal import check_journal
 
 HEARTBEAT_S = 30
 GRACE_S = 120
@@ -57,16 +58,29 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._@+-]", "_", name)
 
 
+def check_storage(storage: str) -> None:
+    """Refuse a journal path that is a folder, not a journal, or damaged (the file is only read)."""
+    if is_rdb(storage):
+        return
+    path = Path(storage).expanduser()
+    if path.is_dir():
+        raise DLFError(f"--storage {storage}: is a folder; give a journal file path such as {path / 'tune.journal'}")
+    check_journal(path)
+
+
 def open_storage(storage: str) -> optuna.storages.BaseStorage:
     """A journal file path or an RDB URL -> Optuna storage (parent folders created for files)."""
     if not is_rdb(storage):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+        check_storage(storage)
         path = Path(storage).expanduser()
-        if path.is_dir():
-            raise DLFError(f"--storage {storage}: is a folder; give a journal file path such as {path / 'tune.journal'}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        try:
+            return JournalStorage(JournalFileBackend(str(path)))
+        except Exception as err:  # noqa: BLE001 - well-formed records Optuna still cannot replay
+            raise DLFError(f"tune journal {path}: Optuna cannot replay it ({type(err).__name__}: {err}); it was "
+                           "left untouched: restore it from a backup, or point --storage at a fresh file") from None
     if storage.startswith("sqlite:///"):
         Path(storage[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -76,6 +90,8 @@ def open_storage(storage: str) -> optuna.storages.BaseStorage:
             return optuna.storages.RDBStorage(
                 sqlalchemy_url(storage), heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                 heartbeat_stale_trial_callback=_retry())
+    except DLFError:
+        raise
     except Exception as err:  # sqlalchemy/driver errors: report one line, not a traceback
         raise DLFError(f"--storage {storage}: cannot open ({type(err).__name__}: {str(err).splitlines()[0]})") from None
 

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from dlf import interrupts
 from dlf.config import RunConfig, apply_overrides
 from dlf.errors import DLFError
-from dlf.startup import defer_gc, freeze_for_exit, settle_gc
+from dlf.startup import defer_gc, freeze_for_exit, quiet_library_warnings, settle_gc
 from dlf.tune.space import SearchSpace, parse_space
 from dlf.tune.storage import (
     Heartbeat,
@@ -233,7 +233,8 @@ def _finish(ctx: WorkerContext, trial: optuna.Trial, run_id: str, state: TrialSt
 def worker_main(setup: TuneSetup, runtime: Any, worker: int, env: dict[str, str]) -> None:
     """Entry point of a spawned worker process: apply its device/thread environment, then loop."""
     os.environ.update(env)
-    defer_gc()  # through the imports every trial needs (dlf.startup)
+    defer_gc()  # until its first trial trains (dlf.startup)
+    quiet_library_warnings()  # as in the main process (a spawned interpreter starts without its filters)
     import mlflow  # noqa: F401
     import dlf.train.loop  # noqa: F401
 
