@@ -45,6 +45,7 @@ def build(path, mode, **extra):
     return build_model(cfg, DIMS, LENS), cfg
 
 
+@pytest.mark.slow
 def test_bert_mode_fine_tunes_and_takes_its_width_from_the_config(tiny_bert):
     model, cfg = build(tiny_bert, "bert")
     assert model.text_input == "text_bert"

@@ -142,6 +142,7 @@ def test_console_script_prints_no_traceback_for_a_truncated_file(tiny_mosi, tmp_
     assert proc.stdout == ""
 
 
+@pytest.mark.slow
 def test_console_script_check_passes_on_unaligned(tiny_mosi_unaligned):
     proc = subprocess.run([*ENTRY, "data", "check", str(tiny_mosi_unaligned)], capture_output=True, text=True,
                           timeout=120)

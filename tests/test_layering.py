@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 CORE = ["config", "errors", "resources", "fingerprint", "data", "synthetic", "metrics", "layers",
         "blocks", "model", "losses", "train", "evaluate_loop", "parallel", "forkpool", "startup", "checkpoint", "catalogue", "convert"]
 FORBIDDEN = ["mlflow", "optuna", "typer", "pandas", "rich", "sklearn", "scipy", "dlf.study",
@@ -20,6 +22,7 @@ print(json.dumps(seen))
 """
 
 
+@pytest.mark.slow
 def test_core_modules_import_no_orchestration():
     code = _PROBE % (CORE, FORBIDDEN)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -44,7 +44,15 @@ def test_parameter_count_matches_the_official_used_modules(family, dims, expecte
     assert summary["components"]["lfa"] == 2 * 61_400 + 61_400 + 2 * 92_050  # 2 cross + L mem + A, V mem
 
 
-@pytest.mark.parametrize("fdm,lfa,hp,mods", list(itertools.product([True, False], [True, False], [True, False], SUBSETS)))
+def _switch_grid():
+    """Every (fdm, lfa, hp, modalities) combination; the fast lane takes every switch setting with
+    all three modalities and every modality subset with all switches on, the rest is slow."""
+    for fdm, lfa, hp, mods in itertools.product([True, False], [True, False], [True, False], SUBSETS):
+        fast = mods == "lav" or (fdm and lfa and hp)
+        yield pytest.param(fdm, lfa, hp, mods, marks=() if fast else pytest.mark.slow)
+
+
+@pytest.mark.parametrize("fdm,lfa,hp,mods", _switch_grid())
 def test_every_switch_combination_builds_and_runs(fdm, lfa, hp, mods):
     model, cfg = make({"model.fdm": fdm, "model.lfa": lfa, "model.hp": hp, "model.modalities": mods})
     inputs, y = batch()
@@ -162,6 +170,7 @@ def test_wrong_input_shape_is_a_clear_error():
         build_model(RunConfig(), DIMS, {"l": 3, "a": 9, "v": 9})
 
 
+@pytest.mark.slow
 def test_overfits_a_tiny_batch():
     model, cfg = make({"model.text_dropout": 0, "model.embed_dropout": 0, "model.attn_dropout": 0,
                        "model.attn_dropout_a": 0, "model.output_dropout": 0})

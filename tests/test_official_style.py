@@ -71,6 +71,7 @@ def test_its_loss_terms_are_the_official_ones(official_style, data):
         assert terms[name].item() == pytest.approx(value, abs=1e-5), name
 
 
+@pytest.mark.slow
 def test_its_training_epoch_lowers_the_loss(official_style, data):
     model = _model(official_style, data)
     train = _split(data, "train")

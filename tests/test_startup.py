@@ -4,6 +4,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def test_gc_is_paused_then_settled_and_an_already_disabled_gc_is_left_alone():
     code = """
@@ -24,6 +26,7 @@ print("ok")
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
+@pytest.mark.slow
 def test_training_settles_the_collector(tiny_mosi):
     """The CLI pauses the collector; the first training run turns it back on (no leak of cycles)."""
     code = f"""

@@ -209,6 +209,7 @@ def probe_data(request):
     return S.generate(family, scale=scale, seed=0)
 
 
+@pytest.mark.slow
 def test_linear_probe_finds_the_planted_modality_strengths(probe_data):
     y = probe_data["test"]["regression_labels"]
     r = {key: np.corrcoef(_probe(probe_data, [key]), y)[0, 1] for key in ("text", "audio", "vision")}
@@ -217,6 +218,7 @@ def test_linear_probe_finds_the_planted_modality_strengths(probe_data):
         assert 0.1 < r[key] < r["text"] - 0.3, r
 
 
+@pytest.mark.slow
 def test_complementary_subset_is_carried_by_audio_and_vision(probe_data):
     y = probe_data["test"]["regression_labels"]
     subset = probe_data[S.META_KEY]["complementary"]["test"]

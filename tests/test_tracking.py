@@ -45,7 +45,7 @@ def test_unreachable_store_is_one_clear_line(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tracked(tmp_path_factory, tiny_mosi):
+def tracked(tmp_path_factory, tiny_mosi, empty_mlflow_db):
     """A finished tiny study (full and wo_lr, one seed) in a fresh SQLite store."""
     from dlf.pool import run_study
     from dlf.study import expand, load_study
@@ -55,6 +55,7 @@ def tracked(tmp_path_factory, tiny_mosi):
         mp.setenv("DLF_CODE_VERSION", CODE_VERSION)
         specs = expand(load_study(write_study(tmp, tiny_mosi, name="tracked study", seeds=(7,))))
         uri = f"sqlite:///{tmp}/mlflow.db"
+        shutil.copyfile(empty_mlflow_db, tmp / "mlflow.db")  # a new store, without its schema migrations
         result = run_study(specs, uri, workers=1, threads=1)
     assert result.ok, result.outcomes
     return uri, specs, result, tmp
