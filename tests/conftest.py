@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from module_check import (  # noqa: F401 - hooks of the --check-modules option
+    pytest_addoption, pytest_configure, pytest_sessionfinish, pytest_terminal_summary)
 
 torch.set_num_threads(2)  # the CI machine has 2 shared cores
 
