@@ -11,6 +11,7 @@ from dlf.losses import loss_terms
 from dlf.model import build_model, parameter_summary
 
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.slow  # each test loads transformers (seconds): out of the fast lane
 torch.set_num_threads(1)
 LENS = {"l": 12, "a": 12, "v": 12}
 DIMS = {"l": 768, "a": 5, "v": 20}  # the text width is ignored in the BERT modes
@@ -45,7 +46,6 @@ def build(path, mode, **extra):
     return build_model(cfg, DIMS, LENS), cfg
 
 
-@pytest.mark.slow
 def test_bert_mode_fine_tunes_and_takes_its_width_from_the_config(tiny_bert):
     model, cfg = build(tiny_bert, "bert")
     assert model.text_input == "text_bert"

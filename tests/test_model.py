@@ -85,13 +85,17 @@ def _check_all_grads(model, cfg, lens=LENS):
     assert not zero, f"zero gradient: {zero[:5]}"
 
 
+SLOW = pytest.mark.slow  # the fast lane keeps the full model, each switch off, and all losses off
+
+
 @pytest.mark.parametrize("overrides", [
     {}, {"model.fdm": False}, {"model.lfa": False}, {"model.hp": False},
-    *({"model.modalities": m} for m in SUBSETS[:-1]),
-    {"model.lfa": False, "model.modalities": "av"},
-    {"loss.lambda_m": 0}, {"loss.lambda_s": 0}, {"loss.lambda_r": 0}, {"loss.lambda_o": 0},
+    *(pytest.param({"model.modalities": m}, marks=SLOW) for m in SUBSETS[:-1]),
+    pytest.param({"model.lfa": False, "model.modalities": "av"}, marks=SLOW),
+    *(pytest.param({f"loss.lambda_{x}": 0}, marks=SLOW) for x in "msro"),
     {"loss.lambda_r": 0, "loss.lambda_s": 0, "loss.lambda_m": 0, "loss.lambda_o": 0},
-    {"loss.beta_sh": 0, "loss.beta_v": 0}, {"model.triplet": "paper"}, {"model.attn_mask": False},
+    *(pytest.param(o, marks=SLOW) for o in ({"loss.beta_sh": 0, "loss.beta_v": 0}, {"model.triplet": "paper"},
+                                             {"model.attn_mask": False})),
 ])
 def test_gradients_reach_every_parameter(overrides):
     model, cfg = make(overrides)

@@ -16,7 +16,7 @@ from dlf.config import preset
 from dlf.evaluate_loop import SplitTensors
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = needs_fixture
+pytestmark = [needs_fixture, pytest.mark.slow]  # benchmark code, not the package: out of the fast lane
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,6 @@ def test_its_loss_terms_are_the_official_ones(official_style, data):
         assert terms[name].item() == pytest.approx(value, abs=1e-5), name
 
 
-@pytest.mark.slow
 def test_its_training_epoch_lowers_the_loss(official_style, data):
     model = _model(official_style, data)
     train = _split(data, "train")

@@ -99,7 +99,8 @@ def tiny(tiny_mosi):
     return load_dataset(str(tiny_mosi))
 
 
-@pytest.mark.parametrize("processes", [pytest.param(False, marks=pytest.mark.slow), True], ids=["threads", "processes"])
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
 def test_two_workers_train_exactly_like_one(tiny, processes, monkeypatch):
     """Two workers with one thread each (threads or forked processes) give bit-identical runs to one worker."""
     if processes and not fork_available():

@@ -68,6 +68,7 @@ def mosi_half():
     return S.generate("mosi", scale=0.5, seed=1)
 
 
+@pytest.mark.slow
 def test_labels_follow_the_mosi_histogram(mosi_half):
     sp = mosi_half["train"]
     y = sp["regression_labels"].astype(np.float64)
@@ -103,6 +104,7 @@ def test_tokens_and_raw_text_agree(tiny_mosi):
         assert [lexicon[w] for w in text.split()] == list(ids[1: n - 1])
 
 
+@pytest.mark.slow
 def test_tokens_carry_the_sentiment(mosi_half):
     sp = mosi_half["train"]
     pos, neg = {i for _, i in S.POSITIVE_WORDS}, {i for _, i in S.NEGATIVE_WORDS}

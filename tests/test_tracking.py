@@ -61,6 +61,7 @@ def tracked(tmp_path_factory, tiny_mosi, empty_mlflow_db):
     return uri, specs, result, tmp
 
 
+@pytest.mark.slow
 def test_hierarchy_and_contract_tags(tracked):
     uri, specs, result, tmp = tracked
     c = tracking.client(uri)
@@ -89,6 +90,7 @@ def test_hierarchy_and_contract_tags(tracked):
     assert parents[f"full@{dataset}"].data.tags["dlf.label"] == "DLF (Ours)"
 
 
+@pytest.mark.slow
 def test_params_metrics_and_per_epoch_history(tracked):
     uri, specs, _, _ = tracked
     c = tracking.client(uri)
@@ -113,6 +115,7 @@ def test_params_metrics_and_per_epoch_history(tracked):
         assert (len(recon) == epochs) == (spec.variant == "full")  # a switched-off term is not logged
 
 
+@pytest.mark.slow
 def test_artifacts_config_environment_predictions_checkpoint(tracked, tiny_mosi):
     from mlflow.artifacts import download_artifacts
 
@@ -158,6 +161,7 @@ def _run_id(tracked, spec) -> str:
     return tracked[2].outcomes[spec.key].run_id
 
 
+@pytest.mark.slow
 def test_fast_sqlite_look_agrees_with_mlflow(tracked, tmp_path):
     uri, specs, result, tmp = tracked
     copy = tmp_path / "copy.db"  # deleting a run must not disturb the shared store
@@ -175,6 +179,7 @@ def test_fast_sqlite_look_agrees_with_mlflow(tracked, tmp_path):
     assert tracking.sqlite_finished("http://server:5000", "x") is None
 
 
+@pytest.mark.slow
 def test_cached_rerun_does_not_load_mlflow(tracked):
     uri, specs, _, tmp = tracked
     code = (

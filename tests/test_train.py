@@ -57,6 +57,7 @@ def test_early_stopping_stops_patience_epochs_after_the_best(tiny):
     assert len(r.history) == r.epochs
 
 
+@pytest.mark.slow
 def test_epoch_cap_ends_a_run_that_keeps_improving(tiny):
     r = train_run(cfg_for({"train.max_epochs": 2, "train.patience": 5, "train.min_delta": -1.0}), tiny, CPU1)
     assert (r.best_epoch, r.epochs, r.stopped_early) == (2, 2, False)
@@ -169,6 +170,7 @@ def test_on_epoch_gets_the_contract_names_and_can_stop_the_run(tiny):
     assert seen[0][1]["val_loss"] == seen[0][1]["val_mae"]
 
 
+@pytest.mark.slow
 def test_progress_callback_sees_every_micro_batch_and_epoch(tiny):
     events = []
     train_run(cfg_for({"train.max_epochs": 2}), tiny, CPU1, progress=lambda *e: events.append(e[:3]))

@@ -62,7 +62,7 @@ def expected_terms(cfg) -> set[str]:
     return terms
 
 
-FAST_VARIANTS = {"full", "only_a", "wo_fdm", "wo_lfa", "wo_hp", "wo_lm", "bert_frozen"}  # one of each kind
+FAST_VARIANTS = {"full", "only_a", "wo_fdm", "wo_lfa", "wo_hp", "wo_lm"}  # one of each kind; BERT loads transformers
 
 
 @pytest.mark.parametrize("name", [pytest.param(v, marks=() if v in FAST_VARIANTS else pytest.mark.slow)
