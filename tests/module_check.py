@@ -4,11 +4,13 @@ For the fast lane: ``python -m pytest -m "not slow and not cluster" --check-modu
 the fast tests exercise every module of the package. A trace function notes the source file of
 each dlf function that starts in this process (code run in forked or spawned processes is not
 seen); module and class bodies, which run on import alone, do not count. Tracing costs some speed,
-hence an option. A module that defines no function counts once it is imported.
+hence an option; it uses ``sys.settrace``, so not together with a debugger or coverage.py. A module
+that defines no function counts once it is imported.
 """
 from __future__ import annotations
 
 import ast
+import os
 import sys
 import threading
 from pathlib import Path
@@ -33,7 +35,7 @@ def pytest_configure(config) -> None:
     import dlf
 
     _package = Path(dlf.__file__).parent  # as the code objects name their files
-    prefix = f"{_package}/"
+    prefix = f"{_package}{os.sep}"
 
     def trace(frame, event, arg):
         code = frame.f_code
