@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from module_check import (  # noqa: F401 - hooks of the --check-modules option
+    pytest_addoption, pytest_configure, pytest_sessionfinish, pytest_terminal_summary)
 
 torch.set_num_threads(2)  # the CI machine has 2 shared cores
 
@@ -52,6 +54,33 @@ def tiny_mosi_unaligned(tmp_path_factory) -> Path:
 def tiny_mosei(tmp_path_factory) -> Path:
     """Aligned synthetic MOSEI pickle (widths 768/74/35), 49/8/14 samples."""
     return _tiny(tmp_path_factory, "mosei", True, TINY_MOSEI_SCALE)
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store with its schema, made once per session."""
+    from dlf.run.tracking import client
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    client(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def new_store(empty_mlflow_db):
+    """``make(path)``: a fresh empty store at ``path`` (a copy of :func:`empty_mlflow_db`), its URI.
+
+    Creating a store runs MLflow's schema migrations, about 1 s of CPU each time; a copy takes
+    milliseconds. What the tests check of a store (runs, tags, claims) starts from the same schema.
+    """
+    import shutil
+
+    def make(path: Path) -> str:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(empty_mlflow_db, path)
+        return f"sqlite:///{path}"
+
+    return make
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from dlf.models.dlf.losses import loss_terms
 from dlf.models.dlf.model import build_model, parameter_summary
 
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.slow  # each test loads transformers (seconds): out of the fast lane
 torch.set_num_threads(1)
 LENS = {"l": 12, "a": 12, "v": 12}
 DIMS = {"l": 768, "a": 5, "v": 20}  # the text width is ignored in the BERT modes

@@ -246,6 +246,7 @@ def test_tune_processes_share_one_postgres_study(pg, mlflow_server, tmp_path, re
 
 def test_stale_tune_trial_on_postgres_is_failed_and_retried(pg, monkeypatch):
     import optuna
+    import sqlalchemy
     from optuna.trial import TrialState
 
     import dlf.tune.storage as ts
@@ -260,7 +261,9 @@ def test_stale_tune_trial_on_postgres_is_failed_and_retried(pg, monkeypatch):
     dead.set_user_attr("dlf.pid", 1)
     storage.record_heartbeat(dead._trial_id)
     assert ts.reap_stale(study, storage) == []  # heartbeat fresh
-    time.sleep(2.5)
+    with storage.engine.begin() as conn:  # silent for a minute, past GRACE_S, without waiting for it
+        conn.execute(sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = heartbeat - INTERVAL '1 minute' "
+                                     "WHERE trial_id = :t"), {"t": dead._trial_id})
     ts.reap_stale(study, storage)
     trials = study.get_trials(deepcopy=False)
     assert trials[0].state == TrialState.FAIL

@@ -119,6 +119,7 @@ def test_unknown_and_missing_keys_are_listed():
         convert_official_state(bad, "mosi")
 
 
+@pytest.mark.slow  # builds a BERT: loads transformers
 def test_bert_weights_select_bert_mode(tmp_path):
     transformers = pytest.importorskip("transformers")
     cfg = transformers.BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

@@ -133,6 +133,7 @@ def test_check_missing_real_dataset_says_where_and_what_instead(capsys, monkeypa
     assert_one_line_error(err, str(tmp_path / "MOSI" / "Processed" / "aligned_50.pkl"), "synthetic-mosi")
 
 
+@pytest.mark.slow
 def test_console_script_prints_no_traceback_for_a_truncated_file(tiny_mosi, tmp_path):
     bad = tmp_path / "truncated.pkl"
     bad.write_bytes(tiny_mosi.read_bytes()[:20000])
@@ -142,6 +143,7 @@ def test_console_script_prints_no_traceback_for_a_truncated_file(tiny_mosi, tmp_
     assert proc.stdout == ""
 
 
+@pytest.mark.slow
 def test_console_script_check_passes_on_unaligned(tiny_mosi_unaligned):
     proc = subprocess.run([*ENTRY, "data", "check", str(tiny_mosi_unaligned)], capture_output=True, text=True,
                           timeout=120)

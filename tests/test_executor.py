@@ -25,8 +25,8 @@ def specs(tmp_path, tiny_mosi, monkeypatch):
 
 
 @pytest.fixture
-def uri(tmp_path):
-    return f"sqlite:///{tmp_path}/mlflow.db"
+def uri(tmp_path, new_store):
+    return new_store(tmp_path / "mlflow.db")
 
 
 def runtime():
@@ -68,6 +68,7 @@ def test_finished_key_is_cached_not_retrained(specs, uri):
     assert [r[1] for r in seed_runs(uri.removeprefix("sqlite:///"))] == ["FINISHED"]
 
 
+@pytest.mark.slow
 def test_run_left_running_by_a_dead_process_is_failed_and_redone(specs, uri):
     spec = specs[0]
     c = tracking.client(uri)
@@ -80,15 +81,18 @@ def test_run_left_running_by_a_dead_process_is_failed_and_redone(specs, uri):
     assert old.info.status == "FAILED" and old.data.tags["dlf.error"].startswith("abandoned")
 
 
+@pytest.mark.slow
 def test_a_key_locked_by_another_process_is_not_trained(specs, uri):
     lock = run_lock(specs[0], uri)
     lock.acquire()
+    refused = threading.Event()
+    monkeypatch.setattr("dlf.run.executor.key_lock", lambda key, u: _observed(key_lock(key, u), refused))
     try:
         assert execute_run(specs[0], uri, runtime(), wait=False).status == "busy"
         waiter = threading.Thread(target=lambda: box.append(execute_run(specs[0], uri, runtime())))
         box: list = []
         waiter.start()
-        time.sleep(0.5)
+        assert refused.wait(timeout=60), "the waiting run never asked for the key's lock"
         assert waiter.is_alive() and not seed_runs(uri.removeprefix("sqlite:///"))  # waits, trains nothing
         # The same configuration in another study is another run (its own experiment): not held up.
         other = dataclasses.replace(specs[0], study="exec-other")
@@ -98,6 +102,25 @@ def test_a_key_locked_by_another_process_is_not_trained(specs, uri):
         lock.release()
     waiter.join(timeout=60)
     assert box[0].status == "finished"
+
+
+def _observed(lock, refused: threading.Event):
+    """``lock`` whose blocking acquire first tries once without waiting and sets ``refused`` if it
+    was held: the moment a waiting run has been turned away (instead of sleeping and hoping)."""
+    from filelock import Timeout
+
+    real = lock.acquire
+
+    def acquire(timeout: float = -1, **kw):
+        if timeout == -1:
+            try:
+                return real(timeout=0)
+            except Timeout:
+                refused.set()
+        return real(timeout=timeout, **kw)
+
+    lock.acquire = acquire
+    return lock
 
 
 def test_an_interrupt_just_after_the_run_is_created_closes_it_as_killed(specs, uri, monkeypatch):
@@ -125,6 +148,60 @@ def test_a_failing_run_is_an_outcome_and_the_others_still_run(specs, uri):
     assert run.info.status == "FAILED" and "changed after" in run.data.tags["dlf.error"]
 
 
+class _ThreadWorker:
+    """Stands in for a spawned worker process of dlf.local_workers: a thread answering on the pipe."""
+
+    exitcode = None
+
+    def __init__(self, conn, answer) -> None:
+        self.thread = threading.Thread(target=self._serve, args=(conn, answer), daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _serve(conn, answer) -> None:
+        while (item := conn.recv()) is not None:
+            for message in answer(item):
+                conn.send(message)
+
+    def is_alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def join(self, timeout=None) -> None:
+        self.thread.join(timeout)
+
+
+def test_local_workers_hand_out_specs_forward_epochs_and_retry_a_busy_key_last(specs):
+    """The main process's side of dlf.local_workers, with a thread for the worker process (the
+    spawned workers themselves train in the slow tests below)."""
+    from multiprocessing import Pipe
+
+    from dlf.run.executor import RunOutcome
+    from dlf.run.workers import EpochForward, LocalWorkers
+
+    asked = []
+
+    def answer(item):
+        key = item["spec"]["key"]
+        asked.append((key, item["wait"]))
+        if key == specs[0].key and not item["wait"]:  # locked by another process
+            return [{"type": "done", "worker": 0, "key": key, "outcome": RunOutcome("busy", key).to_dict()}]
+        epochs = []
+        EpochForward(epochs.append, 0, key)(1, {"val_mae": 0.5, "val_acc2": 0.6, "train_loss": 1.0})
+        return [*epochs, {"type": "done", "worker": 0, "key": key, "outcome": RunOutcome("finished", key).to_dict()}]
+
+    mine, theirs = Pipe(duplex=True)
+    workers = LocalWorkers.__new__(LocalWorkers)  # one stand-in worker instead of spawned processes
+    workers.procs, workers.conns = [_ThreadWorker(theirs, answer)], [mine]
+    events, records = [], []
+    workers.run(specs, lambda spec, outcome, w: records.append((spec.key, outcome.status, w)), events.append)
+    assert asked == [(specs[0].key, False), (specs[1].key, False), (specs[0].key, True)]  # busy: last, then wait
+    assert records == [(specs[1].key, "finished", 0), (specs[0].key, "finished", 0)]
+    assert [e["type"] for e in events] == ["start", "busy", "start", "epoch", "start", "epoch"]
+    assert all(e["metrics"] == {"val_mae": 0.5, "train_loss": 1.0} for e in events if e["type"] == "epoch")
+    assert not workers.procs[0].is_alive()  # told to stop when the work was done
+
+
+@pytest.mark.slow
 def test_worker_pool_trains_each_key_once(tmp_path, tiny_mosi, monkeypatch, uri):
     monkeypatch.setenv("DLF_CODE_VERSION", CODE_VERSION)
     specs = expand(load_study(write_study(tmp_path, tiny_mosi, name="pool")))
@@ -139,6 +216,7 @@ def test_worker_pool_trains_each_key_once(tmp_path, tiny_mosi, monkeypatch, uri)
     assert again.counts()["cached"] == 4 and len(seed_runs(tmp_path / "mlflow.db")) == 4
 
 
+@pytest.mark.slow
 def test_two_concurrent_invocations_train_each_key_once(tmp_path, tiny_mosi):
     study = write_study(tmp_path, tiny_mosi, name="race", variants=("full", "wo_lr", "wo_ls"))
     env = cli_env(tmp_path / "home")
@@ -153,6 +231,7 @@ def test_two_concurrent_invocations_train_each_key_once(tmp_path, tiny_mosi):
     assert sum(finished) == 6  # the two invocations split the work; each run once
 
 
+@pytest.mark.slow
 def test_interrupted_and_killed_study_resumes_exactly_once(tmp_path, tiny_mosi):
     """SIGINT (clean stop) of a worker pool and of an in-process run, SIGKILL mid-run, then a resume."""
     study = write_study(tmp_path, tiny_mosi, name="crash", extra={"set": {

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import dlf
 
 # The core: configuration, data, models (every family) and the training loop. Orchestration stays out of it.
@@ -32,6 +34,7 @@ def core_modules() -> list[str]:
     return CORE_TOP + sorted(wings)
 
 
+@pytest.mark.slow
 def test_core_modules_import_no_orchestration():
     core = core_modules()
     assert {"models.dlf.model", "models.mult.model", "train.loop", "data.safe_pickle"} <= set(core)

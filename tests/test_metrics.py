@@ -87,6 +87,7 @@ def test_length_mismatch_is_an_error():
         msa_metrics([0.1, 0.2], TRUE)
 
 
+@pytest.mark.slow
 def test_weighted_f1_matches_sklearn():
     sk = pytest.importorskip("sklearn.metrics")
     rng = np.random.default_rng(0)

@@ -44,7 +44,15 @@ def test_parameter_count_matches_the_official_used_modules(corpus, dims, expecte
     assert summary["components"]["lfa"] == 2 * 61_400 + 61_400 + 2 * 92_050  # 2 cross + L mem + A, V mem
 
 
-@pytest.mark.parametrize("fdm,lfa,hp,mods", list(itertools.product([True, False], [True, False], [True, False], SUBSETS)))
+def _switch_grid():
+    """Every (fdm, lfa, hp, modalities) combination; the fast lane takes every switch setting with
+    all three modalities and every modality subset with all switches on, the rest is slow."""
+    for fdm, lfa, hp, mods in itertools.product([True, False], [True, False], [True, False], SUBSETS):
+        fast = mods == "lav" or (fdm and lfa and hp)
+        yield pytest.param(fdm, lfa, hp, mods, marks=() if fast else pytest.mark.slow)
+
+
+@pytest.mark.parametrize("fdm,lfa,hp,mods", _switch_grid())
 def test_every_switch_combination_builds_and_runs(fdm, lfa, hp, mods):
     model, cfg = make({"model.fdm": fdm, "model.lfa": lfa, "model.hp": hp, "model.modalities": mods})
     inputs, y = batch()
@@ -77,13 +85,17 @@ def _check_all_grads(model, cfg, lens=LENS):
     assert not zero, f"zero gradient: {zero[:5]}"
 
 
+SLOW = pytest.mark.slow  # the fast lane keeps the full model, each switch off, and all losses off
+
+
 @pytest.mark.parametrize("overrides", [
     {}, {"model.fdm": False}, {"model.lfa": False}, {"model.hp": False},
-    *({"model.modalities": m} for m in SUBSETS[:-1]),
-    {"model.lfa": False, "model.modalities": "av"},
-    {"loss.lambda_m": 0}, {"loss.lambda_s": 0}, {"loss.lambda_r": 0}, {"loss.lambda_o": 0},
+    *(pytest.param({"model.modalities": m}, marks=SLOW) for m in SUBSETS[:-1]),
+    pytest.param({"model.lfa": False, "model.modalities": "av"}, marks=SLOW),
+    *(pytest.param({f"loss.lambda_{x}": 0}, marks=SLOW) for x in "msro"),
     {"loss.lambda_r": 0, "loss.lambda_s": 0, "loss.lambda_m": 0, "loss.lambda_o": 0},
-    {"loss.beta_sh": 0, "loss.beta_v": 0}, {"model.triplet": "paper"}, {"model.attn_mask": False},
+    *(pytest.param(o, marks=SLOW) for o in ({"loss.beta_sh": 0, "loss.beta_v": 0}, {"model.triplet": "paper"},
+                                             {"model.attn_mask": False})),
 ])
 def test_gradients_reach_every_parameter(overrides):
     model, cfg = make(overrides)
@@ -162,6 +174,7 @@ def test_wrong_input_shape_is_a_clear_error():
         build_model(RunConfig(), DIMS, {"l": 3, "a": 9, "v": 9})
 
 
+@pytest.mark.slow
 def test_overfits_a_tiny_batch():
     model, cfg = make({"model.text_dropout": 0, "model.embed_dropout": 0, "model.attn_dropout": 0,
                        "model.attn_dropout_a": 0, "model.output_dropout": 0})

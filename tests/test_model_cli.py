@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from dlf.cli import app
+from dlf.cli import app, main
 from dlf.metrics import METRIC_KEYS
 
 MOSI_FULL, MOSEI_FULL = 1_628_605, 1_576_905
@@ -26,10 +25,20 @@ def env(tmp_path, monkeypatch):
     return tmp_path
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    """The installed entry point in a fresh process (real stdout/stderr, real exit code)."""
-    return subprocess.run([sys.executable, "-c", "from dlf.cli import main; main()", *args],
-                          capture_output=True, text=True, timeout=120)
+def cli(capfd, monkeypatch, *args: str) -> tuple[int, str, str]:
+    """The entry point ``main()`` in-process with the file descriptors captured (what a shell would
+    see of stdout and stderr): (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["dlf-ablate", *args])
+    monkeypatch.setattr("dlf.cli.defer_gc", lambda: None)  # the collector is the test process's, not main's
+    monkeypatch.setattr("dlf.cli.freeze_for_exit", lambda: None)
+    capfd.readouterr()
+    try:
+        main()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code or 0
+    out = capfd.readouterr()
+    return code, out.out, out.err
 
 
 def invoke(*args: str) -> str:
@@ -38,13 +47,13 @@ def invoke(*args: str) -> str:
     return result.stdout
 
 
-def test_train_json_is_one_object_on_stdout_and_save_writes_a_checkpoint(env):
+def test_train_json_is_one_object_on_stdout_and_save_writes_a_checkpoint(env, capfd, monkeypatch):
     from dlf.train.checkpoint import load_checkpoint
 
-    proc = cli("train", "--dataset", "synthetic-mosi", "--variant", "l_and_a", "--seed", "3", *FAST,
-               "--save", str(env / "run.pt"), "--json")
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)  # the whole of stdout is one JSON document
+    code, stdout, stderr = cli(capfd, monkeypatch, "train", "--dataset", "synthetic-mosi", "--variant", "l_and_a",
+                               "--seed", "3", *FAST, "--save", str(env / "run.pt"), "--json")
+    assert code == 0, stderr
+    out = json.loads(stdout)  # the whole of stdout is one JSON document
     assert set(out) == {"val", "test", "best_epoch", "epochs"}
     assert set(out["val"]) == set(METRIC_KEYS) == set(out["test"])
     assert out["epochs"] == 2 and 1 <= out["best_epoch"] <= 2
@@ -65,11 +74,11 @@ def test_train_prints_a_metrics_table(env):
     (["train", "-d", "synthetic-mosi", "--variant", "wo_all"], "unknown variant 'wo_all'; known variants: full"),
     (["model", "summary", "--set", "train.lr"], "--set 'train.lr': expected key=value"),
 ])
-def test_bad_input_exits_2_with_one_line(env, args, message):
-    proc = cli(*args)
-    assert proc.returncode == 2
-    assert proc.stderr.startswith(f"error: {message}") and proc.stderr.count("\n") == 1, proc.stderr
-    assert proc.stdout == ""
+def test_bad_input_exits_2_with_one_line(env, capfd, monkeypatch, args, message):
+    code, stdout, stderr = cli(capfd, monkeypatch, *args)
+    assert code == 2
+    assert stderr.startswith(f"error: {message}") and stderr.count("\n") == 1, stderr
+    assert stdout == ""
 
 
 def test_model_summary_counts_match_the_official_used_modules():
@@ -91,6 +100,7 @@ def test_model_summary_set_parses_yaml_values():
     assert by_set == by_variant and by_set["total"] < MOSI_FULL
 
 
+@pytest.mark.slow
 def test_ablations_lists_catalogue_with_overrides_and_counts(env):
     (env / "ablations").mkdir()
     (env / "ablations" / "half_lr.yaml").write_text(yaml.safe_dump(

@@ -16,7 +16,7 @@ from dlf.config import preset
 from dlf.train.evaluation import SplitTensors
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = needs_fixture
+pytestmark = [needs_fixture, pytest.mark.slow]  # benchmark code, not the package: out of the fast lane
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ def wheel(tmp_path_factory) -> Path:
     return whl
 
 
+@pytest.mark.slow
 def test_wheel_contains_builtin_resources(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for folder in ("ablations", "studies", "spaces"):
@@ -28,6 +29,7 @@ def test_wheel_contains_builtin_resources(wheel):
     assert any(n.endswith("entry_points.txt") for n in names)
 
 
+@pytest.mark.slow
 def test_installed_wheel_finds_resources_from_another_directory(wheel, tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],

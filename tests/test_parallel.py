@@ -92,6 +92,7 @@ def tiny(tiny_mosi):
     return load_dataset(str(tiny_mosi))
 
 
+@pytest.mark.slow
 def test_two_lanes_train_exactly_like_one(tiny):
     """Two lanes with one thread each give bit-identical runs to one lane."""
     overrides = {"model.n_levels": 1, "model.mem_levels": 1, "model.d_model": 10, "model.n_heads": 2,

@@ -25,6 +25,7 @@ def report(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     return done.value.code or 0, out.out, out.err
 
 
+@pytest.mark.slow
 def test_writes_tables_macros_csv_and_figures(uri, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     code, stdout, stderr = report(monkeypatch, capsys, "demo", "--tracking-uri", uri, "--latex",
@@ -56,6 +57,7 @@ def test_terminal_tables_without_a_format_flag(uri, tmp_path, monkeypatch, capsy
     assert not (tmp_path / "reports").exists()  # nothing written
 
 
+@pytest.mark.slow
 def test_all_studies_default_folders_ddof_and_paper_columns(uri, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code, _, stderr = report(monkeypatch, capsys, "--tracking-uri", uri, "--markdown", "--csv",

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-import time
 
 import pytest
 from typer.testing import CliRunner
@@ -26,7 +25,8 @@ def invoke(*args: str):
     return runner.invoke(app, list(args), catch_exceptions=False)
 
 
-def test_run_then_rerun_trains_nothing(tmp_path, tiny_mosi, home, monkeypatch):
+def test_run_then_rerun_trains_nothing(tmp_path, tiny_mosi, home, monkeypatch, new_store):
+    new_store(home / "mlflow.db")
     study = write_study(tmp_path, tiny_mosi, seeds=(5,))
     first = invoke("run", str(study), "--threads", "1")
     assert first.exit_code == 0, first.output
@@ -37,13 +37,12 @@ def test_run_then_rerun_trains_nothing(tmp_path, tiny_mosi, home, monkeypatch):
         raise AssertionError("a cached study must not train")
 
     monkeypatch.setattr("dlf.train.loop.train_run", no_training)
-    start = time.monotonic()
     again = invoke("run", str(study))
     assert again.exit_code == 0 and "0 finished, 2 cached, 0 failed" in again.output
-    assert time.monotonic() - start < 5
-    assert len(seed_runs(home / "mlflow.db")) == 2
+    assert len(seed_runs(home / "mlflow.db")) == 2  # no new run either
 
 
+@pytest.mark.slow
 def test_a_failed_run_is_reported_and_sets_the_exit_code(tmp_path, tiny_mosi):
     inline = {"too_big": {"overrides": {"train.accumulation": 50}}}  # 4 micro-batches: never steps
     study = write_study(tmp_path, tiny_mosi, variants=("full", "too_big"), seeds=(1,),
@@ -65,6 +64,13 @@ def test_plan_lists_keys_status_and_cost_without_creating_a_store(tmp_path, tiny
     for spec in specs:
         assert spec.key[:10] in fresh.output
     assert fresh.output.count("pending") >= 2 and "estimate" in fresh.output
+
+
+@pytest.mark.slow
+def test_plan_after_a_run_shows_cached_keys_and_measured_costs(tmp_path, tiny_mosi, home):
+    from dlf.study.spec import expand, load_study
+
+    study = write_study(tmp_path, tiny_mosi, seeds=(1,))
     assert invoke("run", str(study), "--threads", "1").exit_code == 0
     cached = invoke("plan", str(study))
     assert "cached" in cached.output and "2 cached" in cached.output
@@ -181,6 +187,7 @@ def test_a_gpu_index_past_the_machine_s_gpus_is_refused(tmp_path, tiny_mosi, hom
     assert parse_devices("2") == ["2"]
 
 
+@pytest.mark.slow
 def test_ui_command_points_mlflow_at_the_store(tmp_path, tiny_mosi, home):
     from dlf.run.commands import ui_command
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def test_gc_is_paused_then_settled_and_an_already_disabled_gc_is_left_alone():
     code = """
@@ -25,6 +27,7 @@ print("ok")
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
+@pytest.mark.slow
 def test_the_train_command_settles_the_collector_before_training_and_train_run_leaves_it_alone(tiny_mosi):
     """The CLI entry point pauses the collector for its imports; by the time the run trains it is back on,
     with start-up's objects (torch's included) frozen. ``train_run`` itself never changes the setting."""

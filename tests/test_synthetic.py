@@ -68,6 +68,7 @@ def mosi_half():
     return S.generate("mosi", scale=0.5, seed=1)
 
 
+@pytest.mark.slow
 def test_labels_follow_the_mosi_histogram(mosi_half):
     sp = mosi_half["train"]
     y = sp["regression_labels"].astype(np.float64)
@@ -103,6 +104,7 @@ def test_tokens_and_raw_text_agree(tiny_mosi):
         assert [lexicon[w] for w in text.split()] == list(ids[1: n - 1])
 
 
+@pytest.mark.slow
 def test_tokens_carry_the_sentiment(mosi_half):
     sp = mosi_half["train"]
     pos, neg = {i for _, i in S.POSITIVE_WORDS}, {i for _, i in S.NEGATIVE_WORDS}
@@ -209,6 +211,7 @@ def probe_data(request):
     return S.generate(corpus, scale=scale, seed=0)
 
 
+@pytest.mark.slow
 def test_linear_probe_finds_the_planted_modality_strengths(probe_data):
     y = probe_data["test"]["regression_labels"]
     r = {key: np.corrcoef(_probe(probe_data, [key]), y)[0, 1] for key in ("text", "audio", "vision")}
@@ -217,6 +220,7 @@ def test_linear_probe_finds_the_planted_modality_strengths(probe_data):
         assert 0.1 < r[key] < r["text"] - 0.3, r
 
 
+@pytest.mark.slow
 def test_complementary_subset_is_carried_by_audio_and_vision(probe_data):
     y = probe_data["test"]["regression_labels"]
     subset = probe_data[S.META_KEY]["complementary"]["test"]

@@ -45,7 +45,7 @@ def test_unreachable_store_is_one_clear_line(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tracked(tmp_path_factory, tiny_mosi):
+def tracked(tmp_path_factory, tiny_mosi, empty_mlflow_db):
     """A finished tiny study (full and wo_lr, one seed) in a fresh SQLite store."""
     from dlf.run.local import run_study
     from dlf.study.spec import expand, load_study
@@ -55,11 +55,13 @@ def tracked(tmp_path_factory, tiny_mosi):
         mp.setenv("DLF_CODE_VERSION", CODE_VERSION)
         specs = expand(load_study(write_study(tmp, tiny_mosi, name="tracked study", seeds=(7,))))
         uri = f"sqlite:///{tmp}/mlflow.db"
+        shutil.copyfile(empty_mlflow_db, tmp / "mlflow.db")  # a new store, without its schema migrations
         result = run_study(specs, uri, workers=1, threads=1)
     assert result.ok, result.outcomes
     return uri, specs, result, tmp
 
 
+@pytest.mark.slow
 def test_hierarchy_and_contract_tags(tracked):
     uri, specs, result, tmp = tracked
     c = tracking.client(uri)
@@ -88,6 +90,7 @@ def test_hierarchy_and_contract_tags(tracked):
     assert parents[f"full@{dataset}"].data.tags["dlf.label"] == "DLF (Ours)"
 
 
+@pytest.mark.slow
 def test_params_metrics_and_per_epoch_history(tracked):
     uri, specs, _, _ = tracked
     c = tracking.client(uri)
@@ -112,6 +115,7 @@ def test_params_metrics_and_per_epoch_history(tracked):
         assert (len(recon) == epochs) == (spec.variant == "full")  # a switched-off term is not logged
 
 
+@pytest.mark.slow
 def test_artifacts_config_environment_predictions_checkpoint(tracked, tiny_mosi):
     from mlflow.artifacts import download_artifacts
 
@@ -157,6 +161,7 @@ def _run_id(tracked, spec) -> str:
     return tracked[2].outcomes[spec.key].run_id
 
 
+@pytest.mark.slow
 def test_fast_sqlite_look_agrees_with_mlflow(tracked, tmp_path):
     uri, specs, result, tmp = tracked
     copy = tmp_path / "copy.db"  # deleting a run must not disturb the shared store
@@ -174,6 +179,7 @@ def test_fast_sqlite_look_agrees_with_mlflow(tracked, tmp_path):
     assert tracking.sqlite_finished("http://server:5000", "x") is None
 
 
+@pytest.mark.slow
 def test_cached_rerun_does_not_load_mlflow(tracked):
     uri, specs, _, tmp = tracked
     code = (

@@ -36,6 +36,7 @@ def cfg_for(overrides: dict | None = None, variant: str = "full"):
     return apply_overrides(cfg, overrides or {}, source="test")
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_runs_and_another_seed_does_not(tiny):
     cfg = cfg_for({"train.max_epochs": 2, "train.patience": 5})
     a, b = train_run(cfg, tiny, CPU1), train_run(cfg, tiny, CPU1)
@@ -46,6 +47,7 @@ def test_same_seed_gives_identical_runs_and_another_seed_does_not(tiny):
     assert c.history[0]["train_loss"] != a.history[0]["train_loss"]
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_patience_epochs_after_the_best(tiny):
     # min_delta 10: no epoch can beat the first by that much, so epoch 1 stays the best.
     cfg = cfg_for({"train.max_epochs": 20, "train.patience": 2, "train.min_delta": 10.0})
@@ -55,6 +57,7 @@ def test_early_stopping_stops_patience_epochs_after_the_best(tiny):
     assert len(r.history) == r.epochs
 
 
+@pytest.mark.slow
 def test_epoch_cap_ends_a_run_that_keeps_improving(tiny, monkeypatch):
     real_evaluate = train_mod.evaluate
 
@@ -67,6 +70,7 @@ def test_epoch_cap_ends_a_run_that_keeps_improving(tiny, monkeypatch):
     assert (r.best_epoch, r.epochs, r.stopped_early) == (2, 2, False)
 
 
+@pytest.mark.slow
 def test_selection_schedule_and_test_use_the_best_validation_epoch(tiny, monkeypatch):
     """Scripted validation MAEs drive selection, ReduceLROnPlateau and early stopping exactly."""
     script = [1.0, 0.8, 0.9, 0.8, 0.85, 0.8 - 5e-7]  # epoch 2 is best; 0.8 - 5e-7 is within min_delta
@@ -133,6 +137,7 @@ def test_accumulation_clipping_and_discarded_leftovers_follow_the_official_loop(
     assert len(forwards) == 2 * n_micro  # the leftover still runs forward: its loss is part of train_loss
 
 
+@pytest.mark.slow
 def test_the_trainers_foreach_adam_is_bit_identical_to_the_per_parameter_loop(tiny, monkeypatch):
     """The trainer asks Adam for foreach=True (speed); the arithmetic must stay the CPU default's loop."""
     real_adam, asked, forced = torch.optim.Adam, [], {}
@@ -173,6 +178,7 @@ def test_on_epoch_gets_the_contract_names_and_can_stop_the_run(tiny):
     assert seen[0][1]["val_loss"] == seen[0][1]["val_mae"]
 
 
+@pytest.mark.slow
 def test_progress_callback_sees_every_micro_batch_and_epoch(tiny):
     events = []
     train_run(cfg_for({"train.max_epochs": 2}), tiny, CPU1, progress=lambda *e: events.append(e[:3]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 import signal
 from pathlib import Path
 from types import SimpleNamespace
@@ -60,8 +61,10 @@ def trainer(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def tracking(tmp_path_factory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+def tracking(tmp_path_factory, empty_mlflow_db) -> str:
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    shutil.copyfile(empty_mlflow_db, path)  # a new store, without its ~1 s of schema migrations
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture
@@ -133,6 +136,7 @@ def test_no_test_metric_reaches_objective_sampler_storage_or_tracking(trainer, s
         assert not any(k.startswith("test_") for k in r.data.metrics)
 
 
+@pytest.mark.slow
 def test_changed_space_or_setup_is_refused(trainer, study_file, tracking, tmp_path):
     tune(opts(study_file, tracking, tmp_path, trials=2, top_k=1))
     space = tmp_path / "space.yaml"
@@ -175,6 +179,7 @@ def test_top_k_reevaluation_and_export_accepted_by_run(trainer, study_file, trac
     assert any(p.name == "exp.best.importance.png" for p in result.plots)
 
 
+@pytest.mark.slow
 def test_median_pruner_prunes_and_tracks_pruned_trials(trainer, study_file, tracking, tmp_path):
     study_file.write_text(study_file.read_text().replace("pruner: none", "pruner: median")
                           .replace("n_startup_trials: 2", "n_startup_trials: 1"))
@@ -194,6 +199,7 @@ def test_median_pruner_prunes_and_tracks_pruned_trials(trainer, study_file, trac
     assert run.info.status == "KILLED" and run.data.tags["dlf.trial_state"] == "PRUNED"
 
 
+@pytest.mark.slow
 def test_multi_objective_reports_pareto_front_without_pruning(trainer, study_file, tracking, tmp_path):
     o = opts(study_file, tracking, tmp_path, trials=4, study_name="multi", multi_objective=["val_mae", "val_acc2"],
              pruner="median", plots=True)
@@ -252,6 +258,7 @@ def test_prepare_errors_are_one_line(study_file, tracking, tmp_path):
         prepare(opts(study_file, tracking, tmp_path, trials=2))
 
 
+@pytest.mark.slow
 def test_rdb_storage_with_heartbeat_and_retry(trainer, study_file, tracking, tmp_path):
     from dlf.tune.storage import HEARTBEAT_S, Retry, open_storage
 
@@ -268,6 +275,7 @@ def test_rdb_storage_with_heartbeat_and_retry(trainer, study_file, tracking, tmp
     assert len(finished(load(o))) == 3
 
 
+@pytest.mark.slow
 def test_interrupted_trial_is_failed_requeued_and_run_on_resume(trainer, study_file, tracking, tmp_path, monkeypatch):
     o = opts(study_file, tracking, tmp_path, trials=4, study_name="ctrlc", top_k=1)
     real = trainer.__call__
@@ -320,6 +328,7 @@ def test_ctrl_c_right_after_a_trial_run_is_created_leaves_no_run_running(trainer
         assert [t.state for t in load(o).trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
 
 
+@pytest.mark.slow
 def test_repeated_failures_stop_the_search_with_the_cause(study_file, tracking, tmp_path, monkeypatch):
     def broken(cfg, dataset, runtime=None, on_epoch=None, progress=None):
         raise ValueError("features contain NaN")

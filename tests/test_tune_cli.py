@@ -25,6 +25,7 @@ def cli(*args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=300, **kw)
 
 
+@pytest.mark.slow
 def test_default_study_without_mosi_says_where_the_files_go(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "DLF_DATA_ROOT"}
     out = cli("tune", "--trials", "100", cwd=tmp_path, env=env)

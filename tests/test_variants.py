@@ -63,7 +63,11 @@ def expected_terms(cfg) -> set[str]:
     return terms
 
 
-@pytest.mark.parametrize("name", VARIANTS)
+FAST_VARIANTS = {"full", "only_a", "wo_fdm", "wo_lfa", "wo_hp", "wo_lm"}  # one of each kind; BERT loads transformers
+
+
+@pytest.mark.parametrize("name", [pytest.param(v, marks=() if v in FAST_VARIANTS else pytest.mark.slow)
+                                  for v in VARIANTS])
 def test_variant_trains_every_parameter_and_reports_only_enabled_terms(name, request):
     from dlf.models.dlf.losses import loss_terms
     from dlf.models.dlf.model import build_model, parameter_summary
@@ -104,6 +108,7 @@ def test_total_is_the_weighted_sum_of_the_terms(name):
     assert terms["total"].item() == pytest.approx(total.item(), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_full_model_overfits_a_tiny_batch():
     """30 Adam steps on 7 samples cut the final head's L1 at least 5-fold (about 10-fold measured).
 

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-DataRootOpt = typer.Option(None, "--data-root", help="Root of the MMSA folders (default: $DLF_DATA_ROOT).")
+from dlf.cli.options import DataRootOpt, DatasetOpt, DeviceOpt, ForceOpt, JsonOpt
+
 METRIC_LABELS = {"acc7": "Acc-7", "acc5": "Acc-5", "acc2": "Acc-2 (non0)", "f1": "F1 (non0)",
                  "acc2_has0": "Acc-2 (has0)", "f1_has0": "F1 (has0)", "corr": "Corr", "mae": "MAE"}
 
@@ -21,10 +22,10 @@ def convert_official(
     checkpoint: Path = typer.Argument(..., help="Official DLF checkpoint (a state_dict .pth, e.g. DLFmosi.pth)."),
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset it was trained on: mosi, mosei or a pickle path."),
     out: Path = typer.Option(..., "--out", "-o", help="dlf-ablate checkpoint file to write."),
-    data_root: Optional[Path] = DataRootOpt,
+    data_root: DataRootOpt = None,
     pretrained: Optional[str] = typer.Option(
         None, "--pretrained", help="BERT name or folder whose config to use (BERT checkpoints; default: inferred)."),
-    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
+    force: ForceOpt = False,
     family: str = typer.Option("dlf", "--family", help="Model family whose reference code saved the weights."),
 ) -> None:
     """Convert weights saved by a family's reference code (the authors' DLF, MMSA) into a dlf-ablate checkpoint."""
@@ -40,12 +41,12 @@ def convert_official(
 
 def evaluate(
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="dlf-ablate checkpoint (train, run or convert-official)."),
-    dataset: str = typer.Option(..., "--dataset", "-d", help="mosi, mosei, synthetic-mosi, synthetic-mosei or a pickle path."),
+    dataset: DatasetOpt = ...,
     split: str = typer.Option("test", "--split", help="train, valid or test."),
     predictions: Optional[Path] = typer.Option(None, "--predictions", help="Write id,label,pred per sample to this CSV."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
-    data_root: Optional[Path] = DataRootOpt,
-    device: str = typer.Option("cpu", "--device", help="cpu, auto (CUDA when available), cuda or cuda:N."),
+    as_json: JsonOpt = False,
+    data_root: DataRootOpt = None,
+    device: DeviceOpt = "cpu",
     outputs: Optional[Path] = typer.Option(
         None, "--outputs", help="Write every named output of the model per sample (with id, label) to this .npz."),
 ) -> None:

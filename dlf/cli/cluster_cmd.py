@@ -5,11 +5,11 @@ from typing import Optional
 
 import typer
 
-QUEUE_HELP = "PostgreSQL URL of the work queue, e.g. postgresql://user:pw@dbhost:5432/dlf (or $DLF_QUEUE)."
+from dlf.cli.options import QueueOpt
 
 
 def worker(
-    queue: str = typer.Option(..., "--queue", envvar="DLF_QUEUE", help=QUEUE_HELP),
+    queue: QueueOpt,
     devices: Optional[str] = typer.Option(
         None, "--devices", help="GPU indices for this host, e.g. 0,1: one worker process per GPU; 'cpu' forces the CPU."),
     tracking_uri: Optional[str] = typer.Option(
@@ -38,7 +38,7 @@ def worker(
 
 
 def status(
-    queue: str = typer.Option(..., "--queue", envvar="DLF_QUEUE", help=QUEUE_HELP),
+    queue: QueueOpt,
     study: Optional[str] = typer.Option(None, "--study", help="Only this study's runs."),
     all_rows: bool = typer.Option(False, "--all", help="List every run, not only the running and failed ones."),
 ) -> None:

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
+from dlf.cli.options import DataRootOpt, ForceOpt
 from dlf.errors import DLFError
 
 SYNTH_NAMES = {"synthetic-mosi": "mosi", "synthetic-mosei": "mosei", "mosi": "mosi", "mosei": "mosei"}
@@ -29,7 +29,7 @@ def synth(
     scale: float = ScaleOpt,
     unaligned: bool = UnalignedOpt,
     seed: int = SeedOpt,
-    force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
+    force: ForceOpt = False,
 ) -> None:
     """Write a deterministic synthetic dataset in the MMSA pickle layout (never labelled as real data)."""
     from dlf.data.fingerprint import file_fingerprint
@@ -51,8 +51,7 @@ def synth(
 
 def check(
     dataset: str = typer.Argument(..., help="A pickle path, or mosi, mosei, synthetic-mosi, synthetic-mosei."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root",
-                                             help="Root of the MMSA folders (default: $DLF_DATA_ROOT)."),
+    data_root: DataRootOpt = None,
     unaligned: bool = UnalignedOpt,
     scale: float = ScaleOpt,
     seed: int = SeedOpt,

@@ -7,16 +7,14 @@ from typing import Any, Optional
 
 import typer
 
+from dlf.cli.options import DataRootOpt, DatasetOpt, DeviceOpt, JsonOpt, SetShortOpt
+
 METRIC_ROWS = [("acc7", "Acc-7", True), ("acc5", "Acc-5", True), ("acc2", "Acc-2 (non0)", True),
                ("f1", "F1 (non0)", True), ("acc2_has0", "Acc-2 (has0)", True), ("f1_has0", "F1 (has0)", True),
                ("corr", "Corr", False), ("mae", "MAE", False)]
 
-DatasetOpt = typer.Option(..., "--dataset", "-d", help="mosi, mosei, synthetic-mosi, synthetic-mosei or a pickle path.")
 VariantOpt = typer.Option(None, "--variant", "-v",
                           help="Catalogue variant (see `dlf-ablate ablations`); default: full.")
-SetOpt = typer.Option(None, "--set", "-s", help="Override key=value (dot-path; value read as YAML), repeatable.")
-DataRootOpt = typer.Option(None, "--data-root", help="Root of the MMSA folders (default: $DLF_DATA_ROOT).")
-JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables.")
 
 
 def register(app: typer.Typer) -> None:
@@ -28,15 +26,15 @@ def register(app: typer.Typer) -> None:
 
 
 def train(
-    dataset: str = DatasetOpt,
+    dataset: DatasetOpt,
     variant: Optional[str] = VariantOpt,
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: the config's, 1111)."),
-    set_: Optional[list[str]] = SetOpt,
-    data_root: Optional[Path] = DataRootOpt,
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda or cuda:N."),
+    set_: SetShortOpt = None,
+    data_root: DataRootOpt = None,
+    device: DeviceOpt = "auto",
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads for this run."),
     save: Optional[Path] = typer.Option(None, "--save", help="Write the selected weights to this checkpoint file."),
-    as_json: bool = JsonOpt,
+    as_json: JsonOpt = False,
 ) -> None:
     """Train one run (official protocol) and print validation and test metrics of the selected epoch."""
     from dlf.study.catalogue import prepare_run
@@ -63,11 +61,11 @@ def train(
 
 
 def summary(
-    dataset: str = typer.Option("synthetic-mosi", "--dataset", "-d", help="Dataset whose shapes to use."),
+    dataset: DatasetOpt = "synthetic-mosi",
     variant: Optional[str] = VariantOpt,
-    set_: Optional[list[str]] = SetOpt,
-    data_root: Optional[Path] = DataRootOpt,
-    as_json: bool = JsonOpt,
+    set_: SetShortOpt = None,
+    data_root: DataRootOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Parameters per component of a variant at a dataset's shapes (`total` includes the text encoder,
     0 in features mode; the BERT modes load model.pretrained)."""
@@ -92,7 +90,7 @@ def summary(
     Console().print(table)
 
 
-def ablations(as_json: bool = JsonOpt) -> None:
+def ablations(as_json: JsonOpt = False) -> None:
     """List the ablation catalogue: built-ins, ./ablations and $DLF_ABLATIONS, with parameter counts."""
     from dlf.study.catalogue import load_catalogue, parameter_count
 

@@ -6,12 +6,12 @@ from typing import Optional
 
 import typer
 
+from dlf.cli.options import TrackingUriOpt
+
 StudiesArg = typer.Argument(None, metavar="[STUDY]...",
                             help="Study names or study YAMLs; none = every study in the tracking store.")
 OutOpt = typer.Option(None, "--out", help="Output folder (default: reports/<study>/ under the current "
                       "directory; with several studies, OUT/<study>/).")
-UriOpt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
-                      "else sqlite:///<DLF_HOME>/mlflow.db).")
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +26,7 @@ def report(
     csv: bool = typer.Option(False, "--csv", help="Write CSV tables (every statistic, one line per cell) "
                              "and runs.csv (one line per seed run)."),
     out: Optional[Path] = OutOpt,
-    tracking_uri: Optional[str] = UriOpt,
+    tracking_uri: TrackingUriOpt = None,
     std_ddof: int = typer.Option(1, "--std-ddof", min=0, max=1, help="Std over seeds: 1 = sample std "
                                  "(default), 0 = population std (MMSA's convention)."),
     no_paper: bool = typer.Option(False, "--no-paper", help="Hide the paper's numbers and our gap to them "

@@ -1,21 +1,13 @@
 """``dlf-ablate run``, ``plan`` and ``ui``: study YAML -> tracked runs (thin wrappers over dlf.run_view)."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
 
+from dlf.cli.options import DataRootOpt, DevicesOpt, SetFileOpt, SetOpt, TrackingUriOpt
+
 StudyArg = typer.Argument(..., help="Study YAML path, or a built-in study name (quickstart, table1, table2).")
-SetOpt = typer.Option(None, "--set", help="Override a config dot-path for every run, e.g. --set train.max_epochs=5 "
-                      "(value read as YAML; repeatable). Applied after the study's own overrides, "
-                      "before each variant's.")
-SetFileOpt = typer.Option(None, "--set-file", help="YAML file of dot-path overrides for every run "
-                          "(e.g. the winner exported by 'dlf-ablate tune').")
-UriOpt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
-                      "else sqlite:///<DLF_HOME>/mlflow.db).")
-DataRootOpt = typer.Option(None, "--data-root", help="Folder holding MOSI/Processed/aligned_50.pkl and "
-                           "MOSEI/... (default: $DLF_DATA_ROOT).")
 
 
 def register(app: typer.Typer) -> None:
@@ -26,16 +18,15 @@ def register(app: typer.Typer) -> None:
 
 def run(
     study: str = StudyArg,
-    set_: Optional[list[str]] = SetOpt,
-    set_file: Optional[Path] = SetFileOpt,
+    set_: SetOpt = None,
+    set_file: SetFileOpt = None,
     workers: Optional[int] = typer.Option(None, "--workers", help="Local worker processes (default 1, or one "
                                           "per --devices entry). On CPU each gets cores // workers threads."),
-    devices: Optional[str] = typer.Option(None, "--devices", help="GPUs to use, one per worker via "
-                                          "CUDA_VISIBLE_DEVICES, e.g. 0,1; 'cpu' forces the CPU."),
+    devices: DevicesOpt = None,
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads per worker (default: "
                                           "cores // workers)."),
-    tracking_uri: Optional[str] = UriOpt,
-    data_root: Optional[Path] = DataRootOpt,
+    tracking_uri: TrackingUriOpt = None,
+    data_root: DataRootOpt = None,
     queue: Optional[str] = typer.Option(None, "--queue", help="PostgreSQL URL of a cluster work queue: enqueue "
                                         "the pending runs for 'dlf-ablate worker' processes instead of running "
                                         "them here (see docs/cluster.md)."),
@@ -57,10 +48,10 @@ def run(
 
 def plan(
     study: str = StudyArg,
-    set_: Optional[list[str]] = SetOpt,
-    set_file: Optional[Path] = SetFileOpt,
-    tracking_uri: Optional[str] = UriOpt,
-    data_root: Optional[Path] = DataRootOpt,
+    set_: SetOpt = None,
+    set_file: SetFileOpt = None,
+    tracking_uri: TrackingUriOpt = None,
+    data_root: DataRootOpt = None,
 ) -> None:
     """Dry run: each run's key, whether it is cached, and an estimated training cost."""
     from dlf.config import parse_set_options
@@ -71,7 +62,7 @@ def plan(
 
 def ui(
     study: Optional[str] = typer.Argument(None, help="Open this study's experiment (name or YAML)."),
-    tracking_uri: Optional[str] = UriOpt,
+    tracking_uri: TrackingUriOpt = None,
     host: str = typer.Option("127.0.0.1", "--host", help="Address the UI listens on."),
     port: int = typer.Option(5000, "--port", help="Port the UI listens on."),
 ) -> None:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
+from dlf.cli.options import DataRootOpt, DeviceOpt, DevicesOpt, SetFileOpt, SetOpt, TrackingUriOpt
 from dlf.errors import DLFError
 
 
@@ -28,9 +29,8 @@ def tune(
     study_name: Optional[str] = typer.Option(None, "--study-name", help="Optuna study name "
                                              "(default: <study>-<variant>@<dataset>)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Local worker processes on the same storage."),
-    devices: Optional[str] = typer.Option(None, "--devices", help="Comma-separated GPU ids, one per worker in turn "
-                                          "(CUDA_VISIBLE_DEVICES), e.g. 0,1."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N for each trial."),
+    devices: DevicesOpt = None,
+    device: DeviceOpt = "auto",
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads per worker "
                                           "(default: max(1, cores // workers))."),
     pruner: Optional[str] = typer.Option(None, "--pruner", help="median, hyperband or none (default: the study's, "
@@ -44,13 +44,10 @@ def tune(
                                         "seed (default: the study's seeds)."),
     export: Optional[Path] = typer.Option(None, "--export", help="Where the winner's overrides YAML goes "
                                           "(default: next to the journal, <study-name>.best.yaml)."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI "
-                                               "(default: $MLFLOW_TRACKING_URI, else sqlite under $DLF_HOME)."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Extra override key=value for every trial "
-                                             "(repeatable), e.g. --set train.max_epochs=20."),
-    set_file: Optional[Path] = typer.Option(None, "--set-file", help="Overrides YAML applied to every trial."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Root of the MMSA folders "
-                                             "(default: $DLF_DATA_ROOT)."),
+    tracking_uri: TrackingUriOpt = None,
+    set_: SetOpt = None,
+    set_file: SetFileOpt = None,
+    data_root: DataRootOpt = None,
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs, CI)."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the importance/history/Pareto PNGs."),
 ) -> None:
