@@ -97,20 +97,26 @@ def test_a_dlf_space_is_refused_for_a_baseline_in_one_line(tmp_path, monkeypatch
     assert "dlf.yaml" in err and "'loss.lambda_r' is a setting of model family dlf, not of 'mult'" in err
 
 
-@pytest.mark.parametrize("dataset, space", [("synthetic-mosi", "mult.yaml"), ("synthetic-mosei", "mult_mosei.yaml")])
-def test_a_baseline_tunes_its_familys_default_space(tmp_path, dataset, space):
+@pytest.mark.parametrize("dataset", ["synthetic-mosi", "synthetic-mosei"])
+@pytest.mark.parametrize("variant", baselines())
+def test_every_baseline_tunes_its_familys_default_space(tmp_path, dataset, variant):
     from dlf.tune.plan import TuneOptions, prepare
 
     study, _ = available_copy("tune", tmp_path)
-    scale = "0.04" if dataset == "synthetic-mosi" else "0.003"
-    plan = prepare(TuneOptions(study=str(study), dataset=dataset, variant="mult", trials=2,
-                               set_overrides={"data.scale": scale}, storage=str(tmp_path / "j.journal")))
-    expected = yaml.safe_load((resource_dir("spaces") / space).read_text())
-    assert plan.setup.base.model.family == "mult" and plan.setup.space_source.endswith(space)
+    corpus, scale = dataset.removeprefix("synthetic-"), {"synthetic-mosi": 0.04, "synthetic-mosei": 0.003}[dataset]
+    opts = dict(study=str(study), dataset=dataset, variant=variant, trials=2, set_overrides={"data.scale": scale},
+                storage=str(tmp_path / "j.journal"))
+    plan = prepare(TuneOptions(**opts))
+    family = plan.setup.base.model.family
+    own = resource_dir("spaces") / f"{family}_{corpus}.yaml"  # a corpus's own space, where one is shipped
+    space = own if own.is_file() else resource_dir("spaces") / f"{family}.yaml"
+    expected = yaml.safe_load(space.read_text())
+    assert family == variant and plan.setup.space_source == str(space)
+    if variant == "mult":  # MulT's MOSEI preset (30 wide, 6 heads) has a space of its own
+        assert space.name == f"mult_{corpus}.yaml" if corpus == "mosei" else space.name == "mult.yaml"
     assert set(plan.setup.space) == set(expected)
     # --space naming the family's own paths passes the check made before any data is read
-    named = prepare(TuneOptions(study=str(study), dataset=dataset, variant="mult", trials=2,
-                                space=str(resource_dir("spaces") / space), set_overrides={"data.scale": scale}))
+    named = prepare(TuneOptions(**opts, space=str(space)))
     assert set(named.setup.space) == set(expected)
 
 

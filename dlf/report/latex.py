@@ -57,27 +57,34 @@ def to_latex(table: Table) -> str:
         lines.append("% Wide: if it overflows, wrap the tabular in \\resizebox{\\linewidth}{!}{...} (graphicx).")
     lines += [f"\\begin{{{env}}}[htbp]", "  \\centering", "  \\scriptsize" if compact else "  \\footnotesize",
               f"  \\setlength{{\\tabcolsep}}{{{1 if stacked else 2 if wide else 4}pt}}"]
-    spec = f"l{'r' if table.show_n else ''}{'c' * len(cols)}"
-    # Table 1 spans the line: the columns spread out from their (narrow) natural widths
-    tabular = ("tabular*", f"{{\\linewidth}}{{@{{\\extracolsep{{\\fill}}}}{spec}@{{}}}}") if stacked else ("tabular", f"{{{spec}}}")
+    tabular, spec = _tabular(f"l{'r' if table.show_n else ''}{'c' * len(cols)}", stacked)
     lines += [f"  \\caption{{{caption(table, st)}}}",
               f"  \\label{{tab:dlf-{_label(table.study)}-{_label(table.name)}}}",
-              f"  \\begin{{{tabular[0]}}}{tabular[1]}", "    \\toprule"]
+              f"  \\begin{{{tabular}}}{spec}", "    \\toprule"]
     if stacked:
         lines += _header(table, st, with_groups=False)
         for g in table.groups:
-            lines += ["    \\midrule", f"    \\multicolumn{{{width}}}{{c}}{{\\textbf{{{group_title(table, g, st)}}}}} \\\\"]
-            lines += _blocks(table, [(g, c) for c in g.columns], width, compact, "    \\cmidrule(lr){1-%d}" % width)
+            title = f"\\multicolumn{{{width}}}{{c}}{{\\textbf{{{group_title(table, g, st)}}}}} \\\\"
+            lines += ["    \\midrule", f"    {title}"]
+            lines += _blocks(table, [(g, c) for c in g.columns], width, compact, f"    \\cmidrule(lr){{1-{width}}}")
     else:
         lines += _header(table, st)
         lines += _blocks(table, cols, width, compact, "    \\midrule", first_rule=True)
-    lines += ["    \\bottomrule", f"  \\end{{{tabular[0]}}}"]
+    lines += ["    \\bottomrule", f"  \\end{{{tabular}}}"]
     foot = notes(table, st)
     if foot:
         lines += ["  \\par\\smallskip", "  \\parbox{\\linewidth}{\\footnotesize"]
         lines += [f"    {n}" + (" \\\\" if i < len(foot) - 1 else "}") for i, n in enumerate(foot)]
     lines.append(f"\\end{{{env}}}")
     return "\n".join(lines) + "\n"
+
+
+def _tabular(columns: str, full_width: bool) -> tuple[str, str]:
+    """(environment, its arguments). A full-width table spans the line: its columns spread out from
+    their (narrow) natural widths, with no padding at the outer edges."""
+    if full_width:
+        return "tabular*", f"{{\\linewidth}}{{@{{\\extracolsep{{\\fill}}}}{columns}@{{}}}}"
+    return "tabular", f"{{{columns}}}"
 
 
 def _blocks(table: Table, cols: list, width: int, compact: bool, rule: str, first_rule: bool = False) -> list[str]:
