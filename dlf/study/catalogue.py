@@ -124,15 +124,30 @@ def parameter_count(variant: Variant, corpus: str = "mosi") -> int:
     """Parameters outside the text encoder of ``variant`` at the reference ``corpus`` shapes.
 
     Counted in ``features`` text mode so that no BERT download is needed: the model behind the text
-    encoder is the same for a 768-d BERT.
+    encoder is the same for a 768-d BERT. A family without that mode (MAG-BERT: its gate sits inside
+    BERT) is built on the meta device around a 768-wide stand-in BERT, which is then left out.
     """
-    from dlf.models.registry import build_model, family_of
+    import typing
 
-    cfg = build_config(corpus, (variant.source or variant.name, variant.overrides),
-                       ("parameter count", {"model.text_encoder": "features"}))
+    from dlf.models.registry import build_model, family_of, family_spec
+
+    layer = (variant.source or variant.name, variant.overrides)
+    cfg = build_config(corpus, layer)
     dims, seq_lens = REFERENCE_SHAPES[corpus]
-    family = family_of(cfg)
-    return family.summary(build_model(cfg, dims, seq_lens))["total"]
+    modes = typing.get_args(typing.get_type_hints(family_spec(cfg.model.family).model).get("text_encoder"))
+    if not modes or "features" in modes:
+        cfg = build_config(corpus, layer, ("parameter count", {"model.text_encoder": "features"}))
+        return family_of(cfg).summary(build_model(cfg, dims, seq_lens))["total"]
+    import torch
+
+    with torch.device("meta"):
+        info = family_of(cfg).summary(build_model(cfg, dims, seq_lens, bert_config=_STAND_IN_BERT))
+    return info["total"] - info["text_encoder"]
+
+
+# bert-base's width without its size: nothing else of a BERT changes the parameters outside it
+_STAND_IN_BERT = {"model_type": "bert", "hidden_size": 768, "num_hidden_layers": 1, "num_attention_heads": 12,
+                  "intermediate_size": 8, "vocab_size": 2}
 
 
 def variant_config(corpus: str, variant: Variant, set_overrides: Mapping[str, Any] | None = None) -> RunConfig:
