@@ -12,7 +12,7 @@ import pytest
 
 from dlf.run import tracking
 from dlf.errors import DLFError
-from dlf.run.executor import execute_run, run_lock
+from dlf.run.executor import execute_run, key_lock, run_lock
 from dlf.run.local import _worker_settings, parse_devices, run_study, thread_budget, StudyRun
 from dlf.study.spec import expand, load_study
 from study_fixtures import CODE_VERSION, TINY_SET, cli_env, parent_runs, seed_runs, start_cli, write_study
@@ -82,7 +82,7 @@ def test_run_left_running_by_a_dead_process_is_failed_and_redone(specs, uri):
 
 
 @pytest.mark.slow
-def test_a_key_locked_by_another_process_is_not_trained(specs, uri):
+def test_a_key_locked_by_another_process_is_not_trained(specs, uri, monkeypatch):
     lock = run_lock(specs[0], uri)
     lock.acquire()
     refused = threading.Event()
