@@ -16,9 +16,15 @@ from dlf.study.catalogue import load_catalogue
 
 
 def baselines() -> list[str]:
-    """The catalogue's baseline variants (one per registered baseline family), in table order."""
+    """The catalogue's feature-level baseline variants (one per registered baseline family that runs on
+    the precomputed text features), in table order. The BERT-level families (MAG-BERT: a BERT text mode
+    only) join the shipped studies with the rest of issue 19."""
+    from dlf.config import build_config
+
     cat = load_catalogue()
-    return sorted((n for n, v in cat.items() if v.group == BASELINE_GROUP), key=lambda n: cat[n].order)
+    names = [n for n, v in cat.items() if v.group == BASELINE_GROUP
+             and build_config("mosi", (n, v.overrides)).model.text_encoder == "features"]
+    return sorted(names, key=lambda n: cat[n].order)
 
 
 def raw_study(name: str) -> dict:
