@@ -7,7 +7,7 @@ mean MMSA applies to their audio and vision inputs (``need_normalized``).
 - ``TextSubNet``: a 1-layer LSTM over every stored step (padding included, no packing), its last
   hidden state h_n, then Linear(h, out) with no activation: (B, T, 768) -> (B, out).
 
-Dropout goes through ``dlf.models.layers.dropout`` (each micro-batch draws its masks from its own
+Dropout goes through ``dlf.models._kernels.dropout`` (each micro-batch draws its masks from its own
 generator), so a run's numbers do not depend on how the trainer schedules micro-batches.
 """
 from __future__ import annotations
@@ -18,7 +18,12 @@ from torch import nn
 
 from dlf.models._kernels import dropout
 
-__all__ = ["AudioVisualSubNet", "TextSubNet", "time_mean"]
+__all__ = ["AudioVisualSubNet", "TextSubNet", "time_mean", "SUBNET_WIDTHS"]
+
+# modality -> (state_dict key, axis) of the weight whose shape is that modality's input width, in a
+# model holding the subnets as MMSA names them (audio_subnet, video_subnet, text_subnet)
+SUBNET_WIDTHS = {"l": ("text_subnet.rnn.weight_ih_l0", 1), "a": ("audio_subnet.linear_1.weight", 1),
+                 "v": ("video_subnet.linear_1.weight", 1)}
 
 
 def time_mean(x: torch.Tensor, over_padding: bool = True) -> torch.Tensor:
