@@ -132,6 +132,16 @@ def test_gap_to_the_paper_only_for_real_mosi_mosei():
     assert math.isnan(synth["full"]["acc7_paper"]) and math.isnan(synth["full"]["acc7_gap"])
 
 
+def test_the_reference_gets_the_papers_dlf_numbers_whatever_its_name():
+    # table1's DLF row is the inline variant `dlf` (BERT): as the only ungrouped variant it is the
+    # reference, and its gap is to the paper's DLF row (Acc-7 47.08 on MOSI), as `full`'s would be
+    rows = [("dlf" if v == "full" else v, s, acc, mae) for v, s, acc, mae in ROWS]
+    real = by_variant(aggregate(tidy(rows, dataset="mosi", synthetic=False), paper=load_paper_tables()))
+    assert real["dlf"]["is_reference"] and real["dlf"]["acc7_paper"] == 47.08
+    assert real["dlf"]["acc7_gap"] == pytest.approx(-6.08)
+    assert math.isnan(real["a"]["acc7_paper"])  # a measured ablation is still no paper row
+
+
 def test_paper_ablation_numbers_come_from_table2_on_mosi_only():
     paper = load_paper_tables()
     assert paper.value("wo_lfa", "mosi", "acc7") == 42.71

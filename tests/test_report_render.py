@@ -204,6 +204,20 @@ def test_tex_files_compile_with_pdflatex(tmp_path):
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
 
 
+@pytest.mark.skipif(shutil.which("pdflatex") is None,
+                    reason="pdflatex not installed (Debian: texlive-latex-base texlive-latex-recommended)")
+@pytest.mark.parametrize("frame", [SYNTH, REAL], ids=["synth", "real"])
+def test_table1_fits_the_text_width_of_a_plain_article(tmp_path, frame):
+    # Table 1 stacks its datasets: both corpora, 6 metrics, mean +- std, fit 345pt without resizing
+    (tmp_path / "t1.tex").write_text(latex.to_latex(tables(frame)["table1"]), encoding="utf-8")
+    (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+                                      "\\input{t1.tex}\n\\end{document}\n", encoding="utf-8")
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "Overfull \\hbox" not in proc.stdout, proc.stdout[-3000:]
+
+
 def test_confusion_matrix_counts_seven_classes():
     # round(clip(x, -3, 3)): -3.4 -> HN; -0.4 -> NT; 0.6 -> WP; 2.5 -> P (half to even); 9 -> HP
     labels = [-3.4, -0.4, 0.6, 2.5, 9.0, 1.0]

@@ -15,6 +15,7 @@ from dlf.errors import DLFError
 from dlf.resources import resource_dir
 from dlf.study.spec import RunSpec, code_version, expand, load_study, run_key
 from study_fixtures import CODE_VERSION, write_study
+from zoo_studies import available_copy
 
 
 @pytest.fixture(autouse=True)
@@ -24,12 +25,15 @@ def pinned_code_version(monkeypatch):
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    """MMSA layout with tiny synthetic stand-ins for the real MOSI and MOSEI files."""
+    """MMSA layout with tiny synthetic stand-ins for the real MOSI and MOSEI files (aligned and
+    unaligned: the baselines MMSA trains on unaligned_50 read that one)."""
     from dlf.data.synthetic import write_synthetic
 
     root = tmp_path_factory.mktemp("mmsa")
     for corpus, folder, scale in (("mosi", "MOSI", 0.04), ("mosei", "MOSEI", 0.003)):
-        write_synthetic(corpus, root / folder / "Processed" / "aligned_50.pkl", scale=scale, seed=0)
+        for aligned in (True, False):
+            name = "aligned_50.pkl" if aligned else "unaligned_50.pkl"
+            write_synthetic(corpus, root / folder / "Processed" / name, aligned=aligned, scale=scale, seed=0)
     return root
 
 
@@ -38,8 +42,8 @@ TABLE2 = ["full", "only_a", "only_v", "only_l", "l_and_a", "l_and_v", "wo_lr", "
 
 
 @pytest.mark.parametrize("path", sorted(resource_dir("studies").glob("*.yaml")), ids=lambda p: p.name)
-def test_every_builtin_study_loads_and_expands(path, data_root):
-    study = load_study(path)
+def test_every_builtin_study_loads_and_expands(path, data_root, tmp_path):
+    study = load_study(available_copy(path.stem, tmp_path)[0])  # the baselines this checkout has
     specs = expand(study, data_root=data_root)
     assert len(specs) == len(study.variants) * len(study.datasets) * len(study.seeds)
     assert len({s.key for s in specs}) == len(specs)
@@ -47,23 +51,27 @@ def test_every_builtin_study_loads_and_expands(path, data_root):
         len(study.variants) * len(study.datasets))  # seed-major order
     for s in specs:
         assert s.config.seed == s.seed and s.study == study.name
-        assert s.config.model.conv_kernel == (3 if s.corpus == "mosei" else 5)  # corpus preset applied
+        if s.config.model.family == "dlf":
+            assert s.config.model.conv_kernel == (3 if s.corpus == "mosei" else 5)  # corpus preset applied
+        assert ("unaligned" in Path(s.data_path).name) == (not s.config.data.aligned)  # the family's file
         if s.variant == "only_a":
             assert s.config.model.modalities == ("a",)
         if s.variant == "wo_lr":
             assert s.config.loss.lambda_r == 0
 
 
-def test_builtin_studies_cover_the_paper_tables():
+def test_builtin_studies_cover_the_paper_tables(tmp_path):
     from dlf.resources import paper_tables_path
 
     paper = yaml.safe_load(paper_tables_path().read_text())
     rows = [r["variant"] for r in paper["table2"]["rows"]]
     assert rows == TABLE2
-    quick, t2, t1 = load_study("quickstart"), load_study("table2"), load_study("table1")
+    quick, t2 = load_study("quickstart"), load_study("table2")
+    t1 = load_study(available_copy("table1", tmp_path)[0])  # tests/test_zoo.py: its baselines
     assert list(quick.variants) == rows == list(t2.variants)
     assert quick.datasets == ("synthetic-mosi",) and t2.datasets == ("mosi",)
-    assert t1.datasets == ("mosi", "mosei") and t1.variants == ("full",)
+    assert t1.datasets == ("mosi", "mosei") and t1.variants[0] == "dlf"
+    assert t1.variant("dlf").overrides["model.text_encoder"] == "bert"  # DLF's row: the paper's protocol
     assert t1.seeds == t2.seeds == (1111, 1112, 1113, 1114, 1115)
     assert t2.set["model.text_encoder"] == "bert"  # the paper's protocol fine-tunes BERT
 

@@ -21,7 +21,7 @@ JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout in
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
-    model_app = typer.Typer(help="Inspect the DLF model.", no_args_is_help=True)
+    model_app = typer.Typer(help="Inspect a model of any family (parameters per component).", no_args_is_help=True)
     model_app.command("summary")(summary)
     app.add_typer(model_app, name="model")
     app.command("ablations")(ablations)

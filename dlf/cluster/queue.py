@@ -1,6 +1,6 @@
 """The cluster work queue: one PostgreSQL table of run specs that any number of workers claim.
 
-One row per (study, run key) (design.md section 8, docs/cluster.md): like a local ``run``, which
+One row per (study, run key) (docs/cluster.md): like a local ``run``, which
 looks for finished keys in the study's own experiment, a configuration shared by two studies is
 trained once for each. Every state change is one short transaction, and the database clock
 (``now()``) is the only clock, so hosts need not agree on time:

@@ -1,6 +1,6 @@
 """Deterministic synthetic stand-ins for the MMSA MOSI / MOSEI pickles (``synthetic-mosi``, ``synthetic-mosei``).
 
-The files have the exact MMSA layout (``dlf-official-implementation.md`` 1.1): splits
+The files have the exact MMSA layout (see docs/fidelity.md): splits
 train/valid/test with ``text`` (N, 50, 768) float32, ``text_bert`` (N, 3, 50) int64,
 ``audio``/``vision`` (N, T, D) float32, ``regression_labels``/``classification_labels`` (N,),
 object arrays ``id`` (``video$_$clip``), ``raw_text`` and ``annotations``, and

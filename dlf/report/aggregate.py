@@ -131,12 +131,15 @@ def add_holm(frame: pd.DataFrame, metrics: Sequence[str], alpha: float) -> pd.Da
 
 
 def add_paper(frame: pd.DataFrame, paper: PaperTables, metrics: Sequence[str]) -> pd.DataFrame:
-    """Paper number and reproduction gap (points and std units) for real MOSI/MOSEI rows only."""
+    """Paper number and reproduction gap (points and std units) for real MOSI/MOSEI rows only. The
+    reference row is our DLF model whatever its variant is called (table1's BERT row is ``dlf``), so it
+    is compared with the paper's DLF numbers, as ``full`` is."""
     frame = frame.copy()
     real = ~frame["synthetic"].astype(bool) & frame["corpus"].isin(PAPER_CORPORA)
+    names = frame["variant"].where(~frame["is_reference"].astype(bool), FULL_VARIANT)
     for m in metrics:
         ref = [paper.value(v, f, m, label) if ok else None
-               for v, f, label, ok in zip(frame["variant"], frame["corpus"], frame["label"], real)]
+               for v, f, label, ok in zip(names, frame["corpus"], frame["label"], real)]
         frame[f"{m}_paper"] = pd.to_numeric(pd.Series(ref, index=frame.index, dtype=object))
         frame[f"{m}_gap"] = frame[f"{m}_mean"] - frame[f"{m}_paper"]
         std = frame[f"{m}_std"].where(frame[f"{m}_std"] > 0)

@@ -283,8 +283,9 @@ def build_tables(frame: pd.DataFrame, paper: PaperTables | None, paper_columns: 
             if (~part["is_reference"]).any():
                 tables.append(table2(part, study, d, paper_columns, ddof, alpha))
         methods = mine[mine["is_reference"] | baseline]
-        if mine["is_reference"].any():
-            shown = [d for d in datasets if d in set(mine.loc[mine["is_reference"], "dataset"])]
+        if not methods.empty:  # with a reference, its datasets; else (baselines alone) every dataset
+            ref = methods[methods["is_reference"]] if methods["is_reference"].any() else methods
+            shown = [d for d in datasets if d in set(ref["dataset"])]
             tables.append(table1(methods, study, shown, paper, paper_columns, ddof, alpha, quoted))
     return tables
 

@@ -1,4 +1,4 @@
-"""Run a study's specs on this machine (design.md section 8, "one machine").
+"""Run a study's specs on this machine (docs/contracts.md).
 
 The tracking store, the experiment and every parent run are created here, in the calling
 process, before any worker starts (SQLite migrations must not race). Keys that already FINISHED

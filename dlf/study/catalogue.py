@@ -20,7 +20,7 @@ from dlf.resources import read_yaml, resource_dir
 REQUIRED = ("name", "label", "overrides")
 OPTIONAL = ("group", "latex", "order", "description")
 
-# (widths, stored lengths) of the MMSA aligned_50 files (dlf-official-implementation.md section 1.1);
+# (widths, stored lengths) of the MMSA aligned_50 files (docs/fidelity.md);
 # the synthetic datasets copy them. Used to count parameters without loading any data.
 REFERENCE_SHAPES: dict[str, tuple[dict[str, int], dict[str, int]]] = {
     "mosi": ({"l": 768, "a": 5, "v": 20}, {"l": 50, "a": 50, "v": 50}),

@@ -5,7 +5,7 @@ shared overrides. :func:`load_study` checks the whole file up front (unknown key
 variants, bad override paths or types) so that nothing trains before a typo is reported;
 :func:`expand` turns it into one :class:`RunSpec` per (seed, dataset, variant).
 
-Run identity (design.md section 4): :func:`run_key` hashes the resolved config (seed included),
+Run identity (docs/contracts.md): :func:`run_key` hashes the resolved config (seed included),
 the code version and the data file's content fingerprint. Runtime settings (device, workers,
 threads, paths, tracking URI) are not part of ``RunConfig`` at all, so they cannot change a key.
 """

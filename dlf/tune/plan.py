@@ -106,15 +106,15 @@ def prepare(opts: TuneOptions) -> TunePlan:
     variant = _pick_variant(study, opts.variant)
     seeds = tuple(opts.seeds or study.seeds)
     space_raw, space_source = _space_input(opts.space, t["space"], study.path)
-    probe = build_config("mosi", *study.shared_layers(), ("--set", opts.set_overrides or {}))
-    _parse(space_raw, space_source, probe)  # a bad space fails before any data is generated or read
+    probe = _probe(study, variant, dataset, opts.set_overrides)
+    _parse(space_raw, space_source, probe, _named_corpus(dataset))  # fails before any data is generated or read
     _check_data_available(study, dataset, probe.data, opts.data_root)
     narrowed = dataclasses.replace(study, datasets=(dataset,), variants=(variant,), seeds=seeds)
     specs = expand(narrowed, data_root=opts.data_root, set_overrides=opts.set_overrides or None,
                    set_file=opts.set_file)
     configs = {s.seed: s.config for s in specs}
     base = configs[seeds[0]]
-    space = _parse(space_raw, space_source, base)
+    space = _parse(space_raw, space_source, base, specs[0].corpus)
     objectives, trials, pruner = _search_settings(opts, t)
     name = _checked_name(opts.study_name or default_study_name(study.name, variant, dataset), opts.study_name)
     storage = opts.storage or _default_storage(name)
@@ -149,10 +149,26 @@ def _search_settings(opts: TuneOptions, t: dict[str, Any]) -> tuple[tuple[str, .
     return objectives, trials, pruner
 
 
-def _parse(raw: Any, source: str, base: RunConfig) -> Any:
+def _parse(raw: Any, source: str, base: RunConfig, corpus: str | None = None) -> Any:
     from dlf.tune.space import default_space, parse_space
 
-    return default_space(base) if raw is None else parse_space(raw, source, base)
+    return default_space(base, corpus) if raw is None else parse_space(raw, source, base)
+
+
+def _probe(study: Any, variant: str, dataset: str, set_overrides: Mapping[str, Any] | None) -> RunConfig:
+    """The tuned base as far as it is known before any data is read: the variant's own layer and the
+    corpus's preset included (a baseline's space names its family's paths, not DLF's, and its MOSEI
+    space fits its MOSEI preset). A pickle path's corpus is known only once the file is read: it is
+    probed as MOSI, and the space is checked again against the real base."""
+    chosen = study.variant(variant)
+    return build_config(_named_corpus(dataset) or "mosi", *study.shared_layers(), ("--set", set_overrides or {}),
+                        (f"variant {variant} ({chosen.source})", chosen.overrides))
+
+
+def _named_corpus(dataset: str) -> str | None:
+    """'mosi' / 'mosei' for the named datasets (real or synthetic), None for a pickle path."""
+    key = dataset.strip().lower().removeprefix("synthetic-")
+    return key if key in ("mosi", "mosei") else None
 
 
 def _space_input(cli: str | None, section: Any, study_path: Path) -> tuple[Any, str]:

@@ -88,16 +88,19 @@ def _get(cfg: RunConfig, path: str) -> Any:
     return obj
 
 
-def space_file(family: str) -> Path:
+def space_file(family: str, corpus: str | None = None) -> Path:
     """The shipped default space of a model family: ``spaces/<family>.yaml`` (DLF: its nine loss
-    weights; a baseline: MMSA's published tuning ranges)."""
-    return resource_dir("spaces") / f"{family}.yaml"
+    weights; a baseline: MMSA's published tuning ranges), or ``spaces/<family>_<corpus>.yaml`` where
+    the family ships one for that corpus (its MOSEI preset may not admit the MOSI ranges)."""
+    folder = resource_dir("spaces")
+    own = folder / f"{family}_{corpus}.yaml"
+    return own if corpus and own.is_file() else folder / f"{family}.yaml"
 
 
-def default_space(base: RunConfig | None = None) -> SearchSpace:
-    """The default search space of ``base``'s model family (DLF when no base is given)."""
+def default_space(base: RunConfig | None = None, corpus: str | None = None) -> SearchSpace:
+    """The default search space of ``base``'s model family (DLF when no base is given) on ``corpus``."""
     base = base or RunConfig()
-    path = space_file(base.model.family)
+    path = space_file(base.model.family, corpus)
     if not path.is_file():
         raise DLFError(f"model family {base.model.family!r} ships no default search space ({path}); "
                        f"pass --space FILE")
