@@ -13,7 +13,7 @@ import baseline_fixture as fx
 from dlf.config import apply_overrides, build_config, preset
 from dlf.errors import DLFError
 from dlf.models.registry import build_model, implementation
-from dlf.models.subnets import time_mean
+from dlf.models.mmsa_common import time_mean
 from dlf.models.tfn.model import tensor_fusion
 
 MOSI_DIMS, MOSI_LENS = {"l": 768, "a": 5, "v": 20}, {"l": 50, "a": 375, "v": 500}

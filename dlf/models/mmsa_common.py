@@ -1,12 +1,15 @@
-"""What the MMSA 2.2.1 baseline families share at run time (torch): MMSA's L1 criterion as loss terms,
-the parameter summary as MMSA's ``params_per_module`` counts it, and the import of an MMSA ``state_dict``.
+"""What the MMSA 2.2.1 baseline families share at run time (torch): MMSA's parameter-free time mean of
+the audio and vision inputs, its L1 criterion as loss terms, the parameter summary as MMSA's
+``params_per_module`` counts it, and the import of an MMSA ``state_dict``.
 
 The import reads an ``AMIO`` model's state_dict (keys ``Model.<name>``). The families keep MMSA's
 module and parameter names, so the mapping is the identity once the prefix is gone: strip it, drop
 MMSA's bookkeeping buffers, read the sizes from the weight shapes, build, refuse unknown keys (a
 state_dict of another family), missing keys and misfitting shapes with their list, and load strictly.
 The key check comes after the build because the key set itself may depend on a size (EF_LSTM's
-layer count), so a family's size reader must tolerate absent keys (``shape`` gives None).
+layer count), so a family's size reader must tolerate absent keys (``shape`` gives None). The model is
+built under ``torch.manual_seed(cfg.seed)`` (the global generator left as it was), so tensors MMSA does
+not save (Graph-MFN's DFG node networks, ``optional``) start from reproducible values.
 """
 from __future__ import annotations
 
@@ -18,8 +21,8 @@ from dlf.config import apply_overrides, preset
 from dlf.errors import DLFError
 from dlf.models.registry import Converted
 
-__all__ = ["PREFIX", "REFERENCE_DIMS", "UNALIGNED_LENS", "l1_loss_terms", "parameter_summary", "shape",
-           "sizes_from_shapes", "convert_mmsa"]
+__all__ = ["PREFIX", "REFERENCE_DIMS", "UNALIGNED_LENS", "time_mean", "l1_loss_terms", "parameter_summary",
+           "shape", "sizes_from_shapes", "convert_mmsa"]
 
 PREFIX = "Model."  # MMSA's AMIO wrapper holds the model as ``self.Model``
 _BOOKKEEPING = (".version",)  # fairseq-style buffers (MULT's): not state of the computation
@@ -30,6 +33,21 @@ UNALIGNED_LENS = {"mosi": {"l": 50, "a": 375, "v": 500}, "mosei": {"l": 50, "a":
 #   -> (model.* overrides read from the weights, input widths, stored lengths)
 Sizes = Callable[[Mapping[str, torch.Tensor], Any, Mapping[str, int], Mapping[str, int], str],
                  tuple[dict[str, Any], dict[str, int], dict[str, int]]]
+
+
+def time_mean(x: torch.Tensor, over_padding: bool = True) -> torch.Tensor:
+    """(B, T, d) -> (B, d): MMSA's ``need_normalized`` preprocessing, done per sample in the forward.
+
+    ``over_padding`` (MMSA): the mean over all T stored steps, zero padding included (375 or 500 steps
+    unaligned), so a short stream is shrunk towards 0; NaN -> 0 as MMSA sets it. False: the mean over
+    the stream's own frames, up to its last frame that is not all zeros (the model is given no lengths).
+    """
+    if over_padding:
+        mean = x.mean(dim=1)
+        return torch.where(torch.isnan(mean), torch.zeros_like(mean), mean)
+    steps = torch.arange(1, x.shape[1] + 1, device=x.device)
+    length = (x.ne(0).any(dim=-1) * steps).amax(dim=1).clamp(min=1)  # (B,) last non-zero frame, 1-based
+    return x.sum(dim=1) / length.unsqueeze(-1).to(x.dtype)
 
 
 def l1_loss_terms(out: Mapping[str, torch.Tensor], labels: torch.Tensor, cfg: Any) -> dict[str, torch.Tensor]:
@@ -69,10 +87,12 @@ def sizes_from_shapes(state: Mapping[str, torch.Tensor], sizes: Mapping[str, tup
 
 def convert_mmsa(state: Mapping[str, torch.Tensor], corpus: str, family: str, label: str, build: Callable,
                  sizes: Sizes, source: str = "state_dict", dims: Mapping[str, int] | None = None,
-                 seq_lens: Mapping[str, int] | None = None) -> Converted:
+                 seq_lens: Mapping[str, int] | None = None, optional: tuple[str, ...] = ()) -> Converted:
     """An MMSA ``state_dict`` of model ``label`` -> a ``family`` model (eval mode) under the ``corpus``
     preset at the sizes of the weights; ``dims`` / ``seq_lens`` are the dataset's (when not given, the
-    widths and lengths of MMSA's file for ``corpus``, aligned or not as the family's preset reads)."""
+    widths and lengths of MMSA's file for ``corpus``, aligned or not as the family's preset reads).
+    The tensors under a prefix in ``optional`` may be absent all together (they keep the seeded
+    initial values); when some are given, all are required."""
     original = {(k[len(PREFIX):] if k.startswith(PREFIX) else k): k for k in state}  # for the messages
     state, dropped = _strip(state)
     cfg = preset(corpus, family)
@@ -81,8 +101,11 @@ def convert_mmsa(state: Mapping[str, torch.Tensor], corpus: str, family: str, la
         seq_lens = dict.fromkeys("lav", 50) if cfg.data.aligned else UNALIGNED_LENS.get(corpus, UNALIGNED_LENS["mosi"])
     overrides, weight_dims, lens = sizes(state, cfg, dims, dict(seq_lens), source)
     sized = apply_overrides(cfg, overrides, source=f"{source}: sizes read from the weights")
-    model = build(sized, weight_dims, lens)
-    _load(model, state, source, label, original)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(sized.seed)
+        model = build(sized, weight_dims, lens)
+    absent = tuple(p for p in optional if not any(k.startswith(p) for k in state))
+    _load(model, state, source, label, original, absent)
     model.eval()
     notes = [f"{path}={value} from the weights (the {corpus} preset has {_get(cfg, path)})"
              for path, value in overrides.items() if _get(cfg, path) != value]
@@ -113,14 +136,16 @@ def _strip(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
 
 
 def _load(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str, label: str,
-          original: Mapping[str, str]) -> None:
+          original: Mapping[str, str], absent: tuple[str, ...]) -> None:
+    """Refuse unknown keys, missing ones (but those under an ``absent`` prefix, which keep the model's
+    own values) and misfitting shapes, each as one line with the list; then load strictly."""
     own = model.state_dict()
     unknown = sorted(set(state) - set(own))
     if unknown:
         raise DLFError(f"{source}: {len(unknown)} keys are not part of MMSA's {label}: "
                        f"{_short(original[k] for k in unknown)}; pass a state_dict saved by MMSA's {label} "
                        f"(keys {PREFIX}<module>...), or name the family that saved it with --family")
-    missing = sorted(set(own) - set(state))
+    missing = sorted(k for k in set(own) - set(state) if not k.startswith(absent))
     if missing:
         raise DLFError(f"{source}: {len(missing)} tensors of MMSA's {label} are missing: "
                        f"{_short(PREFIX + k for k in missing)}; this is not a complete {label} state_dict")
@@ -129,4 +154,4 @@ def _load(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str
     if bad:
         raise DLFError(f"{source}: tensor shapes do not fit one {label} model: {_short(bad, 4)}")
     floats = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}  # MMSA may save half
-    model.load_state_dict(floats, strict=True)
+    model.load_state_dict({**own, **floats}, strict=True)  # absent optional tensors: the model's own

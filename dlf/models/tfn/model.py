@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlf.models._kernels import dropout
-from dlf.models.mmsa_common import convert_mmsa, l1_loss_terms, parameter_summary, sizes_from_shapes
+from dlf.models.mmsa_common import convert_mmsa, l1_loss_terms, parameter_summary, sizes_from_shapes, time_mean
 from dlf.models.registry import ModelFamily
-from dlf.models.subnets import SUBNET_WIDTHS, AudioVisualSubNet, TextSubNet, time_mean
+from dlf.models.subnets import SUBNET_WIDTHS, AudioVisualSubNet, TextSubNet
 
 __all__ = ["TFN", "build_model", "param_groups", "convert_official", "FAMILY"]
 
