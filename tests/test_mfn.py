@@ -13,7 +13,8 @@ import baseline_fixture as bf
 from dlf.config import DataConfig, build_config, preset
 from dlf.data.mmsa import load_dataset
 from dlf.errors import DLFError
-from dlf.models.mfn.memory import avg_pool_align, time_mean
+from dlf.models.mfn.memory import avg_pool_align
+from dlf.models.mmsa_common import time_mean
 from dlf.models.registry import build_model, implementation
 from dlf.tune.space import load_space
 

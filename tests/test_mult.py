@@ -160,7 +160,7 @@ def test_positions_are_off_by_default_and_switchable():
 
 
 def test_check_refuses_a_modality_subset_and_bad_heads():
-    with pytest.raises(DLFError, match="MulT needs all of l, a, v"):
+    with pytest.raises(DLFError, match=r"model.modalities=\['l', 'a'\]: mult fuses all three modalities"):
         apply_overrides(preset("mosi", "mult"), {"model.modalities": ["l", "a"]})
     with pytest.raises(DLFError, match=r"model.d_model \(50\) must be a positive multiple of model.n_heads \(6\)"):
         apply_overrides(preset("mosi", "mult"), {"model.n_heads": 6})

@@ -1,11 +1,15 @@
-"""What the MMSA 2.2.1 baseline families share at run time (torch only): MMSA's L1 criterion as loss
-terms, the parameter summary by MMSA's ``params_per_module``, and the import of an MMSA ``state_dict``.
+"""What the MMSA 2.2.1 baseline families share at run time (torch): MMSA's parameter-free time mean of
+the audio and vision inputs, its L1 criterion as loss terms, the parameter summary as MMSA's
+``params_per_module`` counts it, and the import of an MMSA ``state_dict``.
 
-The import (an ``AMIO`` model's state_dict, keys ``Model.<name>``) serves families whose module and
-parameter names are MMSA's, so the mapping is the identity once the prefix is gone: strip it, drop
-MMSA's bookkeeping buffers, refuse unknown and missing keys with their list (a state_dict of another
-family is "unknown keys"), build the model at the sizes the family reads from the weight shapes, and
-load strictly.
+The import reads an ``AMIO`` model's state_dict (keys ``Model.<name>``). The families keep MMSA's
+module and parameter names, so the mapping is the identity once the prefix is gone: strip it, drop
+MMSA's bookkeeping buffers, read the sizes from the weight shapes, build, refuse unknown keys (a
+state_dict of another family), missing keys and misfitting shapes with their list, and load strictly.
+The key check comes after the build because the key set itself may depend on a size (EF_LSTM's
+layer count), so a family's size reader must tolerate absent keys (``shape`` gives None). The model is
+built under ``torch.manual_seed(cfg.seed)`` (the global generator left as it was), so tensors MMSA does
+not save (Graph-MFN's DFG node networks, ``optional``) start from reproducible values.
 """
 from __future__ import annotations
 
@@ -17,15 +21,33 @@ from dlf.config import apply_overrides, preset
 from dlf.errors import DLFError
 from dlf.models.registry import Converted
 
-__all__ = ["l1_loss_terms", "parameter_summary", "convert_mmsa", "shape_of", "short_list"]
+__all__ = ["PREFIX", "REFERENCE_DIMS", "UNALIGNED_LENS", "time_mean", "l1_loss_terms", "parameter_summary",
+           "shape", "sizes_from_shapes", "convert_mmsa"]
 
 PREFIX = "Model."  # MMSA's AMIO wrapper holds the model as ``self.Model``
-_BOOKKEEPING = (".version",)  # fairseq-style buffers (MULT): not state of the computation
-_REFERENCE_DIMS = {"mosi": {"l": 768, "a": 5, "v": 20}, "mosei": {"l": 768, "a": 74, "v": 35}}
-_UNALIGNED_LENS = {"mosi": {"l": 50, "a": 375, "v": 500}, "mosei": {"l": 50, "a": 500, "v": 500}}
+_BOOKKEEPING = (".version",)  # fairseq-style buffers (MULT's): not state of the computation
+REFERENCE_DIMS = {"mosi": {"l": 768, "a": 5, "v": 20}, "mosei": {"l": 768, "a": 74, "v": 35}}
+UNALIGNED_LENS = {"mosi": {"l": 50, "a": 375, "v": 500}, "mosei": {"l": 50, "a": 500, "v": 500}}
 
-# (state without prefix, source) -> (model.* overrides, dims {l, a, v}) read from the weight shapes
-Infer = Callable[[Mapping[str, torch.Tensor], str], tuple[dict[str, Any], dict[str, int]]]
+# (prefix-free state, corpus preset, dataset dims, dataset lengths, source)
+#   -> (model.* overrides read from the weights, input widths, stored lengths)
+Sizes = Callable[[Mapping[str, torch.Tensor], Any, Mapping[str, int], Mapping[str, int], str],
+                 tuple[dict[str, Any], dict[str, int], dict[str, int]]]
+
+
+def time_mean(x: torch.Tensor, over_padding: bool = True) -> torch.Tensor:
+    """(B, T, d) -> (B, d): MMSA's ``need_normalized`` preprocessing, done per sample in the forward.
+
+    ``over_padding`` (MMSA): the mean over all T stored steps, zero padding included (375 or 500 steps
+    unaligned), so a short stream is shrunk towards 0; NaN -> 0 as MMSA sets it. False: the mean over
+    the stream's own frames, up to its last frame that is not all zeros (the model is given no lengths).
+    """
+    if over_padding:
+        mean = x.mean(dim=1)
+        return torch.where(torch.isnan(mean), torch.zeros_like(mean), mean)
+    steps = torch.arange(1, x.shape[1] + 1, device=x.device)
+    length = (x.ne(0).any(dim=-1) * steps).amax(dim=1).clamp(min=1)  # (B,) last non-zero frame, 1-based
+    return x.sum(dim=1) / length.unsqueeze(-1).to(x.dtype)
 
 
 def l1_loss_terms(out: Mapping[str, torch.Tensor], labels: torch.Tensor, cfg: Any) -> dict[str, torch.Tensor]:
@@ -44,43 +66,62 @@ def parameter_summary(model: torch.nn.Module) -> dict:
     return {"total": sum(components.values()), "text_encoder": 0, "components": components}
 
 
-def short_list(keys, n: int = 8) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:n]) + (f" ... (+{len(keys) - n} more)" if len(keys) > n else "")
+def shape(state: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...] | None:
+    """The shape of ``state[key]``, None when absent (the key check names what is missing)."""
+    return tuple(state[key].shape) if key in state else None
 
 
-def shape_of(state: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
-    return tuple(state[key].shape)
+def sizes_from_shapes(state: Mapping[str, torch.Tensor], sizes: Mapping[str, tuple[str, int]],
+                      widths: Mapping[str, tuple[str, int]], dims: Mapping[str, int]) -> tuple[dict, dict]:
+    """(model.* overrides, input widths {l, a, v}) read off weight shapes: ``sizes`` maps a dot-path and
+    ``widths`` a modality to (key, axis). An absent key reads nothing (the preset's size and the
+    dataset's width stand in; the key check after the build names the key)."""
+    def read(key: str, axis: int) -> int | None:
+        found = shape(state, key)
+        return None if found is None else found[axis]
+
+    overrides = {path: n for path, where in sizes.items() if (n := read(*where)) is not None}
+    read_widths = {m: read(*where) for m, where in widths.items()}
+    return overrides, {m: dims[m] if read_widths.get(m) is None else read_widths[m] for m in ("l", "a", "v")}
 
 
 def convert_mmsa(state: Mapping[str, torch.Tensor], corpus: str, family: str, label: str, build: Callable,
-                 infer: Infer, source: str = "state_dict", dims: Mapping[str, int] | None = None,
-                 seq_lens: Mapping[str, int] | None = None) -> Converted:
+                 sizes: Sizes, source: str = "state_dict", dims: Mapping[str, int] | None = None,
+                 seq_lens: Mapping[str, int] | None = None, optional: tuple[str, ...] = ()) -> Converted:
     """An MMSA ``state_dict`` of model ``label`` -> a ``family`` model (eval mode) under the ``corpus``
-    preset, at the sizes the weights have. ``dims`` / ``seq_lens`` are the dataset's: the widths are
-    read from the weights (the converter's caller compares them with the dataset), the lengths, which
-    these weights do not fix, are taken from ``seq_lens`` (MMSA's unaligned files when not given)."""
+    preset at the sizes of the weights; ``dims`` / ``seq_lens`` are the dataset's (when not given, the
+    widths and lengths of MMSA's file for ``corpus``, aligned or not as the family's preset reads).
+    The tensors under a prefix in ``optional`` may be absent all together (they keep the seeded
+    initial values); when some are given, all are required."""
     original = {(k[len(PREFIX):] if k.startswith(PREFIX) else k): k for k in state}  # for the messages
     state, dropped = _strip(state)
     cfg = preset(corpus, family)
-    lens = dict(seq_lens) if seq_lens else dict(_UNALIGNED_LENS.get(corpus, _UNALIGNED_LENS["mosi"]))
-    _check_names(state, _names(build, cfg, dict(dims or _REFERENCE_DIMS.get(corpus, _REFERENCE_DIMS["mosi"])), lens),
-                 source, label, original)
-    overrides, weight_dims = infer(state, source)
+    dims = dict(dims or REFERENCE_DIMS.get(corpus, REFERENCE_DIMS["mosi"]))
+    if not seq_lens:
+        seq_lens = dict.fromkeys("lav", 50) if cfg.data.aligned else UNALIGNED_LENS.get(corpus, UNALIGNED_LENS["mosi"])
+    overrides, weight_dims, lens = sizes(state, cfg, dims, dict(seq_lens), source)
     sized = apply_overrides(cfg, overrides, source=f"{source}: sizes read from the weights")
-    model = build(sized, weight_dims, lens)
-    _load(model, state, source, label)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(sized.seed)
+        model = build(sized, weight_dims, lens)
+    absent = tuple(p for p in optional if not any(k.startswith(p) for k in state))
+    _load(model, state, source, label, original, absent)
     model.eval()
     notes = [f"{path}={value} from the weights (the {corpus} preset has {_get(cfg, path)})"
              for path, value in overrides.items() if _get(cfg, path) != value]
     if dropped:
-        notes.append("dropped MMSA bookkeeping buffers: " + short_list(dropped, 4))
+        notes.append("dropped MMSA bookkeeping buffers: " + _short(dropped, 4))
     return Converted(model, sized, weight_dims, lens, sorted(dropped), notes)
 
 
 def _get(cfg: Any, path: str) -> Any:
     section, name = path.split(".", 1)
     return getattr(getattr(cfg, section), name)
+
+
+def _short(keys, n: int = 8) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:n]) + (f" ... (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
 def _strip(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -94,30 +135,23 @@ def _strip(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
     return out, dropped
 
 
-def _names(build: Callable, cfg: Any, dims: dict[str, int], lens: dict[str, int]) -> set[str]:
-    """The state_dict keys of the family's model; built on the meta device (names only, no memory)."""
-    with torch.device("meta"):
-        return set(build(cfg, dims, lens).state_dict())
-
-
-def _check_names(state: Mapping[str, torch.Tensor], names: set[str], source: str, label: str,
-                 original: Mapping[str, str]) -> None:
-    unknown = sorted(set(state) - names)
+def _load(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str, label: str,
+          original: Mapping[str, str], absent: tuple[str, ...]) -> None:
+    """Refuse unknown keys, missing ones (but those under an ``absent`` prefix, which keep the model's
+    own values) and misfitting shapes, each as one line with the list; then load strictly."""
+    own = model.state_dict()
+    unknown = sorted(set(state) - set(own))
     if unknown:
         raise DLFError(f"{source}: {len(unknown)} keys are not part of MMSA's {label}: "
-                       f"{short_list(original[k] for k in unknown)}; pass a state_dict saved by MMSA's {label} "
-                       f"(keys {PREFIX}<module>...), or choose the family that saved it with --family")
-    missing = sorted(names - set(state))
+                       f"{_short(original[k] for k in unknown)}; pass a state_dict saved by MMSA's {label} "
+                       f"(keys {PREFIX}<module>...), or name the family that saved it with --family")
+    missing = sorted(k for k in set(own) - set(state) if not k.startswith(absent))
     if missing:
         raise DLFError(f"{source}: {len(missing)} tensors of MMSA's {label} are missing: "
-                       f"{short_list(PREFIX + k for k in missing)}; this is not a complete {label} state_dict")
-
-
-def _load(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str, label: str) -> None:
-    own = model.state_dict()
+                       f"{_short(PREFIX + k for k in missing)}; this is not a complete {label} state_dict")
     bad = [f"{PREFIX}{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})" for k, v in state.items()
            if v.shape != own[k].shape]
     if bad:
-        raise DLFError(f"{source}: tensor shapes do not fit one {label} model: {short_list(bad, 4)}")
+        raise DLFError(f"{source}: tensor shapes do not fit one {label} model: {_short(bad, 4)}")
     floats = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}  # MMSA may save half
-    model.load_state_dict(floats, strict=True)
+    model.load_state_dict({**own, **floats}, strict=True)  # absent optional tensors: the model's own

@@ -1,13 +1,13 @@
 """The pre-fusion sub-networks MMSA's LF_DNN, TFN and LMF share (MMSA 2.2.1, module and parameter
-names as MMSA's, so a checkpoint maps by its ``Model.`` prefix alone), and the parameter-free time
-mean MMSA applies to their audio and vision inputs (``need_normalized``).
+names as MMSA's, so a checkpoint maps by its ``Model.`` prefix alone). Their audio and vision inputs
+are MMSA's time means (``dlf.models.mmsa_common.time_mean``).
 
 - ``AudioVisualSubNet`` (MMSA ``SubNet`` / ``AuViSubNet``): BatchNorm1d(d), Drop(p), then three
   Linear + ReLU layers: (B, d) -> (B, h).
 - ``TextSubNet``: a 1-layer LSTM over every stored step (padding included, no packing), its last
   hidden state h_n, then Linear(h, out) with no activation: (B, T, 768) -> (B, out).
 
-Dropout goes through ``dlf.models.layers.dropout`` (each micro-batch draws its masks from its own
+Dropout goes through ``dlf.models._kernels.dropout`` (each micro-batch draws its masks from its own
 generator), so a run's numbers do not depend on how the trainer schedules micro-batches.
 """
 from __future__ import annotations
@@ -18,21 +18,12 @@ from torch import nn
 
 from dlf.models._kernels import dropout
 
-__all__ = ["AudioVisualSubNet", "TextSubNet", "time_mean"]
+__all__ = ["AudioVisualSubNet", "TextSubNet", "SUBNET_WIDTHS"]
 
-
-def time_mean(x: torch.Tensor, over_padding: bool = True) -> torch.Tensor:
-    """(B, T, d) -> (B, d): MMSA's ``need_normalized`` preprocessing, done per sample in the forward.
-
-    ``over_padding`` (MMSA): the mean over all T stored steps, zero padding included (375 or 500 steps
-    unaligned), so a short stream is shrunk towards 0; NaN -> 0 as MMSA does. False: the mean over the
-    stream's own frames, up to its last frame that is not all zeros (the model is given no lengths).
-    """
-    if over_padding:
-        return torch.nan_to_num(x.mean(dim=1), nan=0.0)
-    steps = torch.arange(1, x.shape[1] + 1, device=x.device)
-    length = (x.ne(0).any(dim=-1) * steps).amax(dim=1).clamp(min=1)  # (B,) last non-zero frame, 1-based
-    return x.sum(dim=1) / length.unsqueeze(-1).to(x.dtype)
+# modality -> (state_dict key, axis) of the weight whose shape is that modality's input width, in a
+# model holding the subnets as MMSA names them (audio_subnet, video_subnet, text_subnet)
+SUBNET_WIDTHS = {"l": ("text_subnet.rnn.weight_ih_l0", 1), "a": ("audio_subnet.linear_1.weight", 1),
+                 "v": ("video_subnet.linear_1.weight", 1)}
 
 
 class AudioVisualSubNet(nn.Module):

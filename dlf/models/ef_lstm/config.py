@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from dlf.models.mmsa_recipe import check_mmsa_fields, mmsa_recipe
+from dlf.models.mmsa_config import check_mmsa_fields, mmsa_recipe, require_sequential
 
 
 @dataclass(frozen=True)
@@ -41,5 +41,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def check(cfg: Any, source: str) -> None:
-    """Cross-field checks of an EF_LSTM run config."""
+    """Cross-field checks of an EF_LSTM run config. A modality subset is accepted (unlike MMSA): the
+    streams are only concatenated, so fewer of them is the same architecture on a narrower input."""
     check_mmsa_fields(cfg, source, ("hidden_dim", "num_layers"), ("dropout",))
+    require_sequential(cfg, source, "ef_lstm")

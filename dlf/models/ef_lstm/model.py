@@ -10,7 +10,7 @@ B batch, T time steps (50, the aligned file), D = d_l + d_a + d_v (793 MOSI, 877
 5. Head: dropout, Linear(H, H), ReLU, dropout, Linear(H, 1) = M (B, 1).
 
 Names are MMSA's (the ``Model.`` prefix stripped), so an MMSA checkpoint loads as it is. Dropout on
-h_n and in the head goes through ``dlf.models.layers.dropout`` (per-micro-batch masks); the LSTM's
+h_n and in the head goes through ``dlf.models._kernels.dropout`` (per-micro-batch masks); the LSTM's
 inter-layer dropout is torch's own (``nn.LSTM(dropout=...)``, the global generator), which is
 deterministic because BatchNorm keeps training to one micro-batch at a time.
 """
@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlf.errors import DLFError
-from dlf.models.layers import dropout
-from dlf.models.mmsa_state import convert_mmsa, l1_loss_terms, parameter_summary, require_sequential, shape
+from dlf.models._kernels import dropout
+from dlf.models.mmsa_common import convert_mmsa, l1_loss_terms, parameter_summary, shape
 from dlf.models.registry import ModelFamily
 
 __all__ = ["EF_LSTM", "build_model", "param_groups", "convert_official", "FAMILY"]
@@ -78,8 +78,8 @@ def build_model(cfg: Any, dims: Mapping[str, int], seq_lens: Mapping[str, int], 
 
 
 def param_groups(model: nn.Module, cfg: Any) -> list[dict]:
-    """MMSA's one Adam group: every parameter at train.lr, with train.weight_decay."""
-    require_sequential(cfg, "ef_lstm")
+    """MMSA's one Adam group: every parameter at train.lr, with train.weight_decay. (train.accumulation
+    is 1: the family's config check refuses anything else.)"""
     return [{"params": [p for p in model.parameters() if p.requires_grad]}]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from dlf.models.mfn.config import MMSA_RECIPE, check_memory_model
+from dlf.models.mmsa_config import check_mmsa_fields, mmsa_recipe, require_all_modalities
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,12 @@ class LossConfig:
 # MMSA's recipe (README section 5): batch 32 / lr 2e-3 / weight decay 5e-3 on MOSI, 64 / 2e-3 / 1e-3 on
 # MOSEI; the aligned file (need_data_aligned), raw 50-step sequences.
 PRESETS: dict[str, dict[str, Any]] = {
-    "mosi": {**MMSA_RECIPE, "data.aligned": True, "train.batch_size": 32, "train.lr": 2e-3,
-             "train.weight_decay": 5e-3},
-    "mosei": {**MMSA_RECIPE, "data.aligned": True, "train.batch_size": 64, "train.lr": 2e-3,
-              "train.weight_decay": 1e-3, "model.text_hidden": 64, "model.audio_hidden": 16,
-              "model.video_hidden": 64, "model.inner_node_dim": 128, "model.att2_dropout": 0.5,
-              "model.gamma1_hidden": 64, "model.gamma1_dropout": 0.0, "model.gamma2_hidden": 256,
-              "model.gamma2_dropout": 0.7, "model.out_hidden": 128, "model.out_dropout": 0.7},
+    "mosi": mmsa_recipe(batch_size=32, lr=2e-3, weight_decay=5e-3, aligned=True),
+    "mosei": {**mmsa_recipe(batch_size=64, lr=2e-3, weight_decay=1e-3, aligned=True),
+              "model.text_hidden": 64, "model.audio_hidden": 16, "model.video_hidden": 64, "model.inner_node_dim": 128,
+              "model.att2_dropout": 0.5, "model.gamma1_hidden": 64, "model.gamma1_dropout": 0.0,
+              "model.gamma2_hidden": 256, "model.gamma2_dropout": 0.7, "model.out_hidden": 128,
+              "model.out_dropout": 0.7},
 }
 
 SIZES = ("text_hidden", "audio_hidden", "video_hidden", "inner_node_dim", "mem_size", "att2_hidden",
@@ -62,5 +61,7 @@ DROPOUTS = ("att2_dropout", "gamma1_dropout", "gamma2_dropout", "out_dropout")
 
 
 def check(cfg: Any, source: str) -> None:
-    """Cross-field checks of a Graph-MFN run config."""
-    check_memory_model(cfg, source, SIZES, DROPOUTS)
+    """Cross-field checks of a Graph-MFN run config: the DFG has a vertex per subset of l, a, v, so all
+    three are needed. (No BatchNorm: gradient accumulation is allowed.)"""
+    check_mmsa_fields(cfg, source, SIZES, DROPOUTS)
+    require_all_modalities(cfg, source, "graph_mfn")

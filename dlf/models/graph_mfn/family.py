@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dlf.models.graph_mfn.model import build_model
 from dlf.models.graph_mfn.official import convert_official_state
-from dlf.models.mfn.memory import l1_loss_terms, parameter_summary
+from dlf.models.mmsa_common import l1_loss_terms, parameter_summary
 from dlf.models.registry import ModelFamily
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from dlf.models.mmsa_recipe import check_mmsa_fields, mmsa_recipe
+from dlf.models.mmsa_config import check_mmsa_fields, mmsa_recipe, require_sequential
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def check(cfg: Any, source: str) -> None:
-    """Cross-field checks of an LF_DNN run config."""
+    """Cross-field checks of an LF_DNN run config. A modality subset is accepted (unlike MMSA): each
+    modality has its own subnet and the fusion only concatenates their outputs, so fewer of them is the
+    same architecture with a narrower head input."""
     check_mmsa_fields(cfg, source, ("text_hidden", "audio_hidden", "video_hidden", "text_out", "post_fusion_dim"),
                       ("audio_dropout", "video_dropout", "text_dropout", "post_fusion_dropout"))
+    require_sequential(cfg, source, "lf_dnn")

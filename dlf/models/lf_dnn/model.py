@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlf.errors import DLFError
-from dlf.models.layers import dropout
-from dlf.models.lf_dnn.subnets import SubNet, TextSubNet, time_mean
-from dlf.models.mmsa_state import convert_mmsa, l1_loss_terms, parameter_summary, require_sequential, shape
+from dlf.models._kernels import dropout
+from dlf.models.mmsa_common import convert_mmsa, l1_loss_terms, parameter_summary, sizes_from_shapes, time_mean
 from dlf.models.registry import ModelFamily
+from dlf.models.subnets import SUBNET_WIDTHS, AudioVisualSubNet, TextSubNet
 
 __all__ = ["LF_DNN", "build_model", "param_groups", "convert_official", "FAMILY"]
 
@@ -39,10 +39,10 @@ class LF_DNN(nn.Module):
         self.p_fusion = m.post_fusion_dropout
         fused = 0
         if "a" in self.mods:  # registered in MMSA's order: audio, video, text, head
-            self.audio_subnet = SubNet(dims["a"], m.audio_hidden, m.audio_dropout)
+            self.audio_subnet = AudioVisualSubNet(dims["a"], m.audio_hidden, m.audio_dropout)
             fused += m.audio_hidden
         if "v" in self.mods:
-            self.video_subnet = SubNet(dims["v"], m.video_hidden, m.video_dropout)
+            self.video_subnet = AudioVisualSubNet(dims["v"], m.video_hidden, m.video_dropout)
             fused += m.video_hidden
         if "l" in self.mods:
             self.text_subnet = TextSubNet(dims["l"], m.text_hidden, m.text_out,
@@ -78,27 +78,25 @@ def build_model(cfg: Any, dims: Mapping[str, int], seq_lens: Mapping[str, int], 
 
 
 def param_groups(model: nn.Module, cfg: Any) -> list[dict]:
-    """MMSA's one Adam group: every parameter at train.lr, with train.weight_decay."""
-    require_sequential(cfg, "lf_dnn")
+    """MMSA's one Adam group: every parameter at train.lr, with train.weight_decay. (train.accumulation
+    is 1: the family's config check refuses anything else.)"""
     return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+
+# model.* size -> (key, axis) of the weight that fixes it
+_SIZES = {
+    "model.audio_hidden": ("audio_subnet.linear_1.weight", 0),
+    "model.video_hidden": ("video_subnet.linear_1.weight", 0),
+    "model.text_hidden": ("text_subnet.linear_1.weight", 1),
+    "model.text_out": ("text_subnet.linear_1.weight", 0),
+    "model.post_fusion_dim": ("post_fusion_layer_1.weight", 0),
+}
 
 
 def _sizes(state, cfg, dims, seq_lens, source):
     """(model.* overrides, widths, lengths) from MMSA LF_DNN weights: every size and input width is a
     weight's shape; the lengths are the dataset's (the weights do not fix them)."""
-    def read(key: str, axis: int) -> int | None:
-        found = shape(state, key)
-        return None if found is None else found[axis]
-
-    sizes = {"model.audio_hidden": read("audio_subnet.linear_1.weight", 0),
-             "model.video_hidden": read("video_subnet.linear_1.weight", 0),
-             "model.text_hidden": read("text_subnet.linear_1.weight", 1),
-             "model.text_out": read("text_subnet.linear_1.weight", 0),
-             "model.post_fusion_dim": read("post_fusion_layer_1.weight", 0)}
-    widths = {"l": read("text_subnet.rnn.weight_ih_l0", 1), "a": read("audio_subnet.linear_1.weight", 1),
-              "v": read("video_subnet.linear_1.weight", 1)}
-    overrides = {path: n for path, n in sizes.items() if n is not None}
-    return overrides, {m: dims[m] if widths[m] is None else widths[m] for m in ("l", "a", "v")}, dict(seq_lens)
+    return (*sizes_from_shapes(state, _SIZES, SUBNET_WIDTHS, dims), dict(seq_lens))
 
 
 def convert_official(state, corpus: str, pretrained=None, source: str = "state_dict", dims=None, seq_lens=None):

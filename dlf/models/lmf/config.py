@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from dlf.errors import DLFError
-from dlf.models.mmsa_config import MMSA_RECIPE, check_subnet_model
+from dlf.models.mmsa_config import check_mmsa_fields, mmsa_recipe, require_all_modalities, require_sequential
 
 
 @dataclass(frozen=True)
@@ -45,20 +45,21 @@ class LossConfig:
 # 1e-3, weight decay 5e-3 on MOSI; batch 32, 1e-3, 1e-3, 1e-3 on MOSEI; plus the recipe every MMSA
 # trainer shares; the unaligned file.
 PRESETS: dict[str, dict[str, Any]] = {
-    "mosi": {**MMSA_RECIPE, "data.aligned": False, "train.batch_size": 64, "train.lr": 1e-3,
-             "train.weight_decay": 5e-3},
-    "mosei": {**MMSA_RECIPE, "data.aligned": False, "train.batch_size": 32, "train.lr": 1e-3,
-              "train.weight_decay": 1e-3, "model.rank": 4, "model.audio_dropout": 0.2, "model.video_dropout": 0.2,
-              "model.text_dropout": 0.2},
+    "mosi": mmsa_recipe(batch_size=64, lr=1e-3, weight_decay=5e-3, aligned=False),
+    "mosei": {**mmsa_recipe(batch_size=32, lr=1e-3, weight_decay=1e-3, aligned=False),
+              "model.rank": 4, "model.audio_dropout": 0.2, "model.video_dropout": 0.2, "model.text_dropout": 0.2},
 }
 
 
 def check(cfg: Any, source: str) -> None:
-    """Cross-field checks of an LMF run config."""
-    check_subnet_model(cfg, source, "lmf", ("audio_hidden", "video_hidden", "rank"),
-                       ("audio_dropout", "video_dropout", "text_dropout"))
+    """Cross-field checks of an LMF run config: the fusion is a (low-rank) product over all three
+    modalities, and BatchNorm keeps training to one micro-batch at a time."""
+    check_mmsa_fields(cfg, source, ("audio_hidden", "video_hidden", "rank"),
+                      ("audio_dropout", "video_dropout", "text_dropout"))
     if cfg.model.text_hidden < 2:
         raise DLFError(f"{source}: model.text_hidden must be >= 2 (Feature_t has text_hidden // 2 features), "
                        f"got {cfg.model.text_hidden}")
     if cfg.model.factor_lr <= 0:
         raise DLFError(f"{source}: model.factor_lr must be > 0, got {cfg.model.factor_lr}")
+    require_all_modalities(cfg, source, "lmf")
+    require_sequential(cfg, source, "lmf")

@@ -20,11 +20,9 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from dlf.models.lmf.official import infer_sizes
-from dlf.models.mmsa_config import require_sequential
-from dlf.models.mmsa_common import convert_mmsa, l1_loss_terms, parameter_summary
+from dlf.models.mmsa_common import convert_mmsa, l1_loss_terms, parameter_summary, sizes_from_shapes, time_mean
 from dlf.models.registry import ModelFamily
-from dlf.models.subnets import AudioVisualSubNet, TextSubNet, time_mean
+from dlf.models.subnets import SUBNET_WIDTHS, AudioVisualSubNet, TextSubNet
 
 __all__ = ["LMF", "build_model", "param_groups", "convert_official", "FAMILY"]
 
@@ -75,16 +73,31 @@ def param_groups(model: nn.Module, cfg) -> list[dict]:
     """MMSA's two Adam groups, both with train.weight_decay: the subnets at train.lr (``parameters()[5:]``)
     and the three factors at model.factor_lr (``parameters()[:3]``). fusion_weights and fusion_bias are in
     neither unless model.train_fusion_weights (then they join the subnets' group).
-    The train.lr group comes first only so that the trainer's logged lr is train.lr; Adam is per group."""
-    require_sequential(cfg, "lmf")
+    The train.lr group comes first only so that the trainer's logged lr is train.lr; Adam is per group.
+    (train.accumulation is 1: the family's config check refuses anything else.)"""
     skip = set(FACTORS) | (set() if cfg.model.train_fusion_weights else set(FUSION))
     rest = [p for n, p in model.named_parameters() if n not in skip and p.requires_grad]
     return [{"params": rest}, {"params": [getattr(model, n) for n in FACTORS], "lr": cfg.model.factor_lr}]
 
 
+# model.* size -> (key, axis) of the weight that fixes it; the text output width (text_hidden // 2 in
+# MMSA) is checked when the weights are loaded
+_SIZES = {
+    "model.text_hidden": ("text_subnet.rnn.weight_hh_l0", 1),
+    "model.audio_hidden": ("audio_subnet.linear_1.weight", 0),
+    "model.video_hidden": ("video_subnet.linear_1.weight", 0),
+    "model.rank": ("audio_factor", 0),
+}
+
+
+def _sizes(state, cfg, dims, seq_lens, source):
+    """(model.* overrides, widths, lengths) from MMSA LMF weights; the lengths are the dataset's."""
+    return (*sizes_from_shapes(state, _SIZES, SUBNET_WIDTHS, dims), dict(seq_lens))
+
+
 def convert_official(state, corpus: str, pretrained=None, source: str = "state_dict", dims=None, seq_lens=None):
     """MMSA's LMF state_dict (``Model.*``) -> an LMF."""
-    return convert_mmsa(state, corpus, "lmf", "LMF", build_model, infer_sizes, source, dims, seq_lens)
+    return convert_mmsa(state, corpus, "lmf", "LMF", build_model, _sizes, source, dims, seq_lens)
 
 
 FAMILY = ModelFamily(build=build_model, loss_terms=l1_loss_terms, prediction=lambda out: out["M"].reshape(-1),

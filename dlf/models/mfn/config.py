@@ -3,23 +3,14 @@
 ``config_regression.json`` and its trainer's recipe, ../shared/reference/baselines/README.md sections
 4 and 5). Torch-free: planning a study reads these.
 
-Defaults are MMSA's MOSI values; ``PRESETS['mosei']`` holds the MOSEI differences. ``MMSA_RECIPE``
-and :func:`check_memory_model` are shared with ``graph_mfn``.
+Defaults are MMSA's MOSI values; ``PRESETS['mosei']`` holds the MOSEI differences.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from dlf.errors import DLFError
-
-# What every MMSA trainer shares (README section 3): Adam, no accumulation or clipping, no scheduler,
-# selection on the valid L1 rounded to 4 decimals, a new best when it drops by >= 1e-6, early stop after
-# 8 epochs without one, no epoch cap (1000 stands for none).
-MMSA_RECIPE: dict[str, Any] = {
-    "train.accumulation": 1, "train.clip_value": 0.0, "train.scheduler": "none", "train.val_loss": "mae",
-    "train.val_decimals": 4, "train.patience": 8, "train.max_epochs": 1000, "train.min_delta": 1e-6,
-}
+from dlf.models.mmsa_config import check_mmsa_fields, mmsa_recipe, require_all_modalities
 
 
 @dataclass(frozen=True)
@@ -58,13 +49,11 @@ class LossConfig:
 # MMSA's recipe (README section 5): batch 128 / lr 2e-3 / no weight decay on MOSI, 64 / 5e-4 / 1e-4 on
 # MOSEI; the aligned file (need_data_aligned).
 PRESETS: dict[str, dict[str, Any]] = {
-    "mosi": {**MMSA_RECIPE, "data.aligned": True, "train.batch_size": 128, "train.lr": 2e-3,
-             "train.weight_decay": 0.0},
-    "mosei": {**MMSA_RECIPE, "data.aligned": True, "train.batch_size": 64, "train.lr": 5e-4,
-              "train.weight_decay": 1e-4, "model.text_hidden": 128, "model.video_hidden": 128,
-              "model.mem_size": 128, "model.att1_hidden": 128, "model.att2_hidden": 128,
-              "model.att2_dropout": 0.5, "model.gamma2_hidden": 256, "model.gamma2_dropout": 0.0,
-              "model.out_dropout": 0.5},
+    "mosi": mmsa_recipe(batch_size=128, lr=2e-3, weight_decay=0.0, aligned=True),
+    "mosei": {**mmsa_recipe(batch_size=64, lr=5e-4, weight_decay=1e-4, aligned=True),
+              "model.text_hidden": 128, "model.video_hidden": 128, "model.mem_size": 128, "model.att1_hidden": 128,
+              "model.att2_hidden": 128, "model.att2_dropout": 0.5, "model.gamma2_hidden": 256,
+              "model.gamma2_dropout": 0.0, "model.out_dropout": 0.5},
 }
 
 SIZES = ("text_hidden", "audio_hidden", "video_hidden", "mem_size", "att1_hidden", "att2_hidden",
@@ -72,23 +61,8 @@ SIZES = ("text_hidden", "audio_hidden", "video_hidden", "mem_size", "att1_hidden
 DROPOUTS = ("att1_dropout", "att2_dropout", "gamma1_dropout", "gamma2_dropout", "out_dropout")
 
 
-def check_memory_model(cfg: Any, source: str, sizes: tuple[str, ...], dropouts: tuple[str, ...]) -> None:
-    """All three modalities, sizes >= 1, dropouts in [0, 1), loss.task >= 0 (model.* and loss.* only:
-    a catalogue entry is validated on top of another family's train section)."""
-    m = cfg.model
-    if tuple(m.modalities) != ("l", "a", "v"):
-        raise DLFError(f"{source}: model.modalities={list(m.modalities)}: {m.family} fuses all three modalities "
-                       f"step by step; set model.modalities=[l,a,v]")
-    for name in sizes:
-        if getattr(m, name) < 1:
-            raise DLFError(f"{source}: model.{name} must be >= 1, got {getattr(m, name)}")
-    for name in dropouts:
-        if not 0.0 <= getattr(m, name) < 1.0:
-            raise DLFError(f"{source}: model.{name} must be in [0, 1), got {getattr(m, name)}")
-    if cfg.loss.task < 0:
-        raise DLFError(f"{source}: loss.task must be >= 0, got {cfg.loss.task}")
-
-
 def check(cfg: Any, source: str) -> None:
-    """Cross-field checks of an MFN run config."""
-    check_memory_model(cfg, source, SIZES, DROPOUTS)
+    """Cross-field checks of an MFN run config: the memory fuses the three streams step by step, so all
+    three are needed. (No BatchNorm: gradient accumulation is allowed.)"""
+    check_mmsa_fields(cfg, source, SIZES, DROPOUTS)
+    require_all_modalities(cfg, source, "mfn")

@@ -1,9 +1,9 @@
 """MFN as a model family: the heavy half of its registration (model, loss terms, MMSA import)."""
 from __future__ import annotations
 
-from dlf.models.mfn.memory import l1_loss_terms, parameter_summary
 from dlf.models.mfn.model import build_model
 from dlf.models.mfn.official import convert_official_state
+from dlf.models.mmsa_common import l1_loss_terms, parameter_summary
 from dlf.models.registry import ModelFamily
 
 

@@ -1,6 +1,6 @@
-"""What MFN and Graph-MFN share (MMSA 2.2.1), written once: MMSA's parameter-free preprocessing of the
-inputs, the three LSTMCells stepped together, the multi-view gated memory with its output head, the
-L1 loss and the parameter summary.
+"""What MFN and Graph-MFN share (MMSA 2.2.1), written once: AMIO's avg-pool alignment of the inputs, the
+three LSTMCells stepped together and the multi-view gated memory with its output head. (The time mean,
+the L1 loss, the parameter summary and the MMSA import are every MMSA family's: ``mmsa_common``.)
 
 Both models keep MMSA's flat module names (``lstm_l``, ``att2_fc1``, ``gamma1_fc2``, ``out_fc1`` ...)
 so that an MMSA state_dict maps onto them by stripping ``Model.``: they subclass :class:`MemoryFusion`,
@@ -14,22 +14,7 @@ from torch import nn
 
 from dlf.models._kernels import dropout
 
-__all__ = ["MemoryFusion", "time_mean", "avg_pool_align", "l1_loss_terms", "parameter_summary"]
-
-
-def time_mean(x: torch.Tensor, over_padding: bool = True) -> torch.Tensor:
-    """(B, T, d) -> (B, d): MMSA's ``need_normalized`` preprocessing, done per sample in the forward.
-
-    ``over_padding`` (MMSA): the mean over all T stored steps, zero padding included, NaN -> 0 as MMSA
-    sets it. False: the mean over the stream's own frames, up to its last frame that is not all zeros
-    (the model is given no lengths).
-    """
-    if over_padding:
-        mean = x.mean(dim=1)
-        return torch.where(torch.isnan(mean), torch.zeros_like(mean), mean)
-    steps = torch.arange(1, x.shape[1] + 1, device=x.device)
-    length = (x.ne(0).any(dim=-1) * steps).amax(dim=1).clamp(min=1)  # (B,) last non-zero frame, 1-based
-    return x.sum(dim=1) / length.unsqueeze(-1).to(x.dtype)
+__all__ = ["MemoryFusion", "avg_pool_align"]
 
 
 def avg_pool_align(x: torch.Tensor, length: int) -> torch.Tensor:
@@ -100,18 +85,3 @@ class MemoryFusion(nn.Module):
         """(L, M): L = the last h_l, h_a, h_v and the memory (B, sum h + mem); M = out(L) (B, 1)."""
         last = torch.cat([h for h, _ in states] + [mem], dim=1)
         return last, self._mlp(self.out_fc1, self.out_fc2, last, self.p["out"])
-
-
-def l1_loss_terms(out: dict, labels: torch.Tensor, cfg) -> dict:
-    """MMSA's criterion, nn.L1Loss on M (the trainer's only term), weighted by loss.task."""
-    task = (out["M"].reshape(-1) - labels.reshape(-1)).abs().mean()
-    return {"total": cfg.loss.task * task, "task_l1": task}
-
-
-def parameter_summary(model: nn.Module) -> dict:
-    """{"total": registered parameters (what MMSA counts), "text_encoder": 0, "components": per child}."""
-    def count(module: nn.Module) -> int:
-        return sum(p.numel() for p in module.parameters())
-
-    return {"total": count(model), "text_encoder": 0,
-            "components": {name: count(child) for name, child in model.named_children()}}

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlf.models._kernels import dropout
-from dlf.models.mfn.memory import MemoryFusion, avg_pool_align, time_mean
+from dlf.models.mfn.memory import MemoryFusion, avg_pool_align
+from dlf.models.mmsa_common import time_mean
 
 __all__ = ["MFN", "build_model"]
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from dlf.errors import DLFError
+from dlf.models.mmsa_config import MMSA_RECIPE, require_all_modalities
 
 MODALITIES = ("l", "a", "v")
 
@@ -51,9 +52,8 @@ class LossConfig:
 # the config's weight_decay unused (0), 8 micro-batches summed per step, clip_grad_value 0.6 after
 # every backward, ReduceLROnPlateau(min, x0.1) on the rounded validation L1, early stop after 8.
 _RECIPE: dict[str, Any] = {
-    "train.weight_decay": 0.0, "train.accumulation": 8, "train.clip_value": 0.6, "train.scheduler": "plateau",
-    "train.plateau_factor": 0.1, "train.val_loss": "mae", "train.val_decimals": 4, "train.patience": 8,
-    "train.max_epochs": 1000, "train.min_delta": 1e-6, "data.aligned": False,
+    **MMSA_RECIPE, "train.weight_decay": 0.0, "train.accumulation": 8, "train.clip_value": 0.6,
+    "train.scheduler": "plateau", "train.plateau_factor": 0.1, "data.aligned": False,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -68,10 +68,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def check(cfg: Any, source: str) -> None:
     """Cross-field checks of a MulT run config that a single field's domain cannot express."""
+    require_all_modalities(cfg, source, "mult")  # each modality attends to the two others
     m = cfg.model
-    if sorted(m.modalities) != sorted(MODALITIES):
-        raise DLFError(f"{source}: model.modalities={list(m.modalities)}: MulT needs all of l, a, v (each "
-                       f"modality attends to the two others); use another family for a modality subset")
     if m.d_model < 1 or m.n_heads < 1 or m.d_model % m.n_heads:
         raise DLFError(f"{source}: model.d_model ({m.d_model}) must be a positive multiple of model.n_heads ({m.n_heads})")
     if min(m.n_levels, m.mem_levels, m.conv_kernel_l, m.conv_kernel_a, m.conv_kernel_v) < 1:

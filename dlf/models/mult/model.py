@@ -13,7 +13,7 @@ after the input Conv1d, d = d_model.
 
 Every encoder is the shared :class:`dlf.models.layers.TransformerEncoder` (fairseq/MulT layout and
 parameter names), so MMSA's state_dict loads as is, less its ``Model.`` prefix and ``version`` buffers.
-Dropout draws from the calling thread's generator (``dlf.models.layers.dropout``): the trainer computes
+Dropout draws from the calling thread's generator (``dlf.models._kernels.dropout``): the trainer computes
 the 8 micro-batches of an accumulation window concurrently.
 """
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from dlf.models.mmsa_config import MMSA_RECIPE, check_subnet_model
+from dlf.models.mmsa_config import check_mmsa_fields, mmsa_recipe, require_all_modalities, require_sequential
 
 
 @dataclass(frozen=True)
@@ -42,15 +42,17 @@ class LossConfig:
 # MMSA's recipe (README section 5): Adam without weight decay, batch 32 / lr 1e-3 on MOSI and
 # 128 / 5e-3 on MOSEI, plus the recipe every MMSA trainer shares; the unaligned file.
 PRESETS: dict[str, dict[str, Any]] = {
-    "mosi": {**MMSA_RECIPE, "data.aligned": False, "train.batch_size": 32, "train.lr": 1e-3, "train.weight_decay": 0.0},
-    "mosei": {**MMSA_RECIPE, "data.aligned": False, "train.batch_size": 128, "train.lr": 5e-3,
-              "train.weight_decay": 0.0, "model.audio_hidden": 16, "model.text_out": 128,
-              "model.post_fusion_dim": 16, "model.audio_dropout": 0.4, "model.video_dropout": 0.4,
-              "model.text_dropout": 0.4, "model.post_fusion_dropout": 0.4},
+    "mosi": mmsa_recipe(batch_size=32, lr=1e-3, weight_decay=0.0, aligned=False),
+    "mosei": {**mmsa_recipe(batch_size=128, lr=5e-3, weight_decay=0.0, aligned=False),
+              "model.audio_hidden": 16, "model.text_out": 128, "model.post_fusion_dim": 16, "model.audio_dropout": 0.4,
+              "model.video_dropout": 0.4, "model.text_dropout": 0.4, "model.post_fusion_dropout": 0.4},
 }
 
 
 def check(cfg: Any, source: str) -> None:
-    """Cross-field checks of a TFN run config."""
-    check_subnet_model(cfg, source, "tfn", ("text_hidden", "audio_hidden", "video_hidden", "text_out", "post_fusion_dim"),
-                       ("audio_dropout", "video_dropout", "text_dropout", "post_fusion_dropout"))
+    """Cross-field checks of a TFN run config: the fusion is a product over all three modalities, and
+    BatchNorm keeps training to one micro-batch at a time."""
+    check_mmsa_fields(cfg, source, ("text_hidden", "audio_hidden", "video_hidden", "text_out", "post_fusion_dim"),
+                      ("audio_dropout", "video_dropout", "text_dropout", "post_fusion_dropout"))
+    require_all_modalities(cfg, source, "tfn")
+    require_sequential(cfg, source, "tfn")

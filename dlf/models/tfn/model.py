@@ -22,11 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlf.models._kernels import dropout
-from dlf.models.mmsa_config import require_sequential
-from dlf.models.mmsa_common import convert_mmsa, l1_loss_terms, parameter_summary
+from dlf.models.mmsa_common import convert_mmsa, l1_loss_terms, parameter_summary, sizes_from_shapes, time_mean
 from dlf.models.registry import ModelFamily
-from dlf.models.subnets import AudioVisualSubNet, TextSubNet, time_mean
-from dlf.models.tfn.official import infer_sizes
+from dlf.models.subnets import SUBNET_WIDTHS, AudioVisualSubNet, TextSubNet
 
 __all__ = ["TFN", "build_model", "param_groups", "convert_official", "FAMILY"]
 
@@ -79,15 +77,31 @@ def build_model(cfg, dims: Mapping[str, int], seq_lens: Mapping[str, int], bert_
 
 
 def param_groups(model: nn.Module, cfg) -> list[dict]:
-    """MMSA's one Adam group: every parameter but output_range and output_shift (``parameters()[2:]``)."""
-    require_sequential(cfg, "tfn")
+    """MMSA's one Adam group: every parameter but output_range and output_shift (``parameters()[2:]``).
+    (train.accumulation is 1: the family's config check refuses anything else.)"""
     return [{"params": [p for n, p in model.named_parameters() if n not in ("output_range", "output_shift")
                         and p.requires_grad]}]
 
 
+# model.* size -> (key, axis) of the weight that fixes it; P x (h_a+1)(h_v+1)(o+1) is checked on loading
+_SIZES = {
+    "model.text_hidden": ("text_subnet.linear_1.weight", 1),
+    "model.audio_hidden": ("audio_subnet.linear_1.weight", 0),
+    "model.video_hidden": ("video_subnet.linear_1.weight", 0),
+    "model.text_out": ("text_subnet.linear_1.weight", 0),
+    "model.post_fusion_dim": ("post_fusion_layer_1.weight", 0),
+}
+
+
+def _sizes(state, cfg, dims, seq_lens, source):
+    """(model.* overrides, widths, lengths) from MMSA TFN weights; the lengths are the dataset's."""
+    return (*sizes_from_shapes(state, _SIZES, SUBNET_WIDTHS, dims), dict(seq_lens))
+
+
 def convert_official(state, corpus: str, pretrained=None, source: str = "state_dict", dims=None, seq_lens=None):
-    """MMSA's TFN state_dict (``Model.*``, the big post_fusion_layer_1.weight included) -> a TFN."""
-    return convert_mmsa(state, corpus, "tfn", "TFN", build_model, infer_sizes, source, dims, seq_lens)
+    """MMSA's TFN state_dict (``Model.*``, the big post_fusion_layer_1.weight included) -> a TFN.
+    (MMSA saves that weight like every other; the parity fixture stores it apart, README 1.1.)"""
+    return convert_mmsa(state, corpus, "tfn", "TFN", build_model, _sizes, source, dims, seq_lens)
 
 
 FAMILY = ModelFamily(build=build_model, loss_terms=l1_loss_terms, prediction=lambda out: out["M"].reshape(-1),
