@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from dlf.domains import dropout, non_negative, positive
 from dlf.errors import DLFError
-from dlf.models.mmsa_recipe import mmsa_recipe
+from dlf.models.mmsa_config import mmsa_recipe
 
 
 @dataclass(frozen=True)

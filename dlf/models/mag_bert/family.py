@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dlf.models.mag_bert.model import build_model, parameter_summary
 from dlf.models.mag_bert.official import convert_official_state
-from dlf.models.mmsa_state import l1_loss_terms
+from dlf.models.mmsa_common import l1_loss_terms
 from dlf.models.registry import ModelFamily
 
 
