@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, Mapping
 
-from dlf.domains import check_domains, count, dropout, in_range, non_negative, positive, seed_range, show, unit_open
+from dlf.domains import check_domains, count, in_range, non_negative, positive, seed_range, show, unit_open
 from dlf.errors import DLFError
 
 MODALITIES = ("l", "a", "v")

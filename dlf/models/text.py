@@ -1,4 +1,5 @@
-"""The BERT text encoder shared by the families that fine-tune BERT inside the model.
+"""The BERT text encoders the families share: DLF's ``BertText`` (frozen or fine-tuned, no pooler) and
+``FineTunedBert`` (with its pooler) of MAG-BERT, MISA and DMD.
 
 ``BertText`` wraps ``transformers.BertModel.from_pretrained(path_or_name)`` over the ``text_bert``
 array (rows input_ids, attention_mask, token_type_ids); ``bert_config_from_state`` rebuilds its
@@ -15,7 +16,7 @@ from torch import nn
 
 from dlf.errors import DLFError
 
-__all__ = ["BertText", "bert_config_from_state", "BERT_PREFIX"]
+__all__ = ["BertText", "FineTunedBert", "load_bert", "bert_config_from_state", "BERT_PREFIX"]
 
 BERT_PREFIX = "text_encoder.bert."  # where a model's BertText weights sit in its state_dict
 
@@ -29,21 +30,7 @@ class BertText(nn.Module):
 
     def __init__(self, pretrained: str, frozen: bool, config: Mapping | None = None):
         super().__init__()
-        from transformers import BertConfig, BertModel  # heavy and only needed in the BERT modes
-        from transformers.utils import logging as hf_logging
-
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # the unused pooler weights of a checkpoint are expected
-        try:
-            if config is not None:
-                self.bert = BertModel(BertConfig.from_dict(dict(config)), add_pooling_layer=False)
-            else:
-                self.bert = BertModel.from_pretrained(pretrained, add_pooling_layer=False)
-        except (OSError, ValueError) as err:
-            raise DLFError(f"model.pretrained={pretrained!r}: cannot load a BERT model ({str(err).splitlines()[0]}); "
-                           f"give a local folder saved with save_pretrained, or a hub name with network access") from None
-        finally:
-            hf_logging.set_verbosity(verbosity)
+        self.bert = load_bert(pretrained, config, pooler=False)
         self.frozen = frozen
         if frozen:
             self.bert.requires_grad_(False)
@@ -62,6 +49,40 @@ class BertText(nn.Module):
         ctx = torch.no_grad() if self.frozen else contextlib.nullcontext()
         with ctx:
             return self.bert(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+
+
+def load_bert(pretrained: str, config: Mapping | None, pooler: bool) -> nn.Module:
+    """``BertModel.from_pretrained(pretrained)``, or the bare architecture from ``config`` (a BertConfig
+    dict) when a checkpoint supplies the weights; any failure is one line naming ``model.pretrained``."""
+    from transformers import BertConfig, BertModel  # heavy and only needed in the BERT modes
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # a checkpoint's unused heads (pooler, MLM, NSP) are expected
+    hf_logging.disable_progress_bar()  # stderr carries the CLI's messages only
+    try:
+        if config is not None:
+            return BertModel(BertConfig.from_dict(dict(config)), add_pooling_layer=pooler)
+        return BertModel.from_pretrained(pretrained, add_pooling_layer=pooler)
+    except (OSError, ValueError) as err:
+        raise DLFError(f"model.pretrained={pretrained!r}: cannot load a BERT model ({str(err).splitlines()[0]}); "
+                       f"give a local folder saved with save_pretrained, or a hub name with network access") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+class FineTunedBert(nn.Module):
+    """``BertModel`` with its pooler, trained with the rest of the model (MAG-BERT, MISA, DMD): the
+    caller runs ``self.bert`` itself, since some models change its inputs (MAG-BERT's gate)."""
+
+    frozen = False  # read by the trainer (dlf.train.loop._lane_pool): BERT's own dropout is torch's
+
+    def __init__(self, pretrained: str, config: Mapping | None = None):
+        super().__init__()
+        self.bert = load_bert(pretrained, config, pooler=True).float()  # the heads around it are float32
+        self.width = int(self.bert.config.hidden_size)
 
 
 def bert_config_from_state(state: Mapping[str, torch.Tensor], prefix: str = BERT_PREFIX) -> dict:

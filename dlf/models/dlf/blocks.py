@@ -15,12 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlf.errors import DLFError
 from dlf.models._kernels import dropout
 from dlf.models.dlf.config import ModelConfig
 from dlf.models.layers import TransformerEncoder
 
-__all__ = ["ResidualHead", "BertText", "LanguageFocusedAttractor", "CrossModalAttention", "make_encoder",
+__all__ = ["ResidualHead", "LanguageFocusedAttractor", "CrossModalAttention", "make_encoder",
            "key_dropout"]
 
 

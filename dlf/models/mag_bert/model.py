@@ -29,38 +29,9 @@ from torch import nn
 from dlf.errors import DLFError
 from dlf.models._kernels import dropout
 from dlf.models.mfn.memory import avg_pool_align
+from dlf.models.text import FineTunedBert
 
-__all__ = ["MAG", "FineTunedBert", "MAG_BERT", "build_model", "parameter_summary"]
-
-
-class FineTunedBert(nn.Module):
-    """transformers' ``BertModel`` with its pooler, from ``pretrained`` (or built from ``config``, a
-    BertConfig dict, when a checkpoint supplies the weights), trained with the rest of the model."""
-
-    frozen = False  # read by the trainer (dlf.train.loop._lane_pool): BERT's own dropout is torch's
-
-    def __init__(self, pretrained: str, config: Mapping | None = None):
-        super().__init__()
-        from transformers import BertConfig, BertModel  # heavy: only when a model is built
-        from transformers.utils import logging as hf_logging
-
-        verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-        hf_logging.set_verbosity_error()  # a checkpoint's unused heads (MLM, NSP) are expected
-        hf_logging.disable_progress_bar()  # stderr carries the CLI's messages only
-        try:
-            if config is not None:
-                bert = BertModel(BertConfig.from_dict(dict(config)), add_pooling_layer=True)
-            else:
-                bert = BertModel.from_pretrained(pretrained, add_pooling_layer=True)
-        except (OSError, ValueError) as err:
-            raise DLFError(f"model.pretrained={pretrained!r}: cannot load a BERT model ({str(err).splitlines()[0]}); "
-                           f"give a local folder saved with save_pretrained, or a hub name with network access") from None
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            if bars:
-                hf_logging.enable_progress_bar()
-        self.bert = bert.float()  # whatever dtype the folder declares: the gate and head are float32
-        self.width = int(bert.config.hidden_size)
+__all__ = ["MAG", "MAG_BERT", "build_model", "parameter_summary"]
 
 
 class MAG(nn.Module):

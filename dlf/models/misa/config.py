@@ -13,7 +13,7 @@ from typing import Any, Literal
 from dlf.domains import count, non_negative
 from dlf.domains import dropout as probability  # the model section has a field named dropout
 from dlf.errors import DLFError
-from dlf.models.mmsa_recipe import mmsa_recipe
+from dlf.models.mmsa_config import mmsa_recipe
 
 
 @dataclass(frozen=True)

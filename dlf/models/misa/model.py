@@ -33,7 +33,7 @@ from torch import nn
 
 from dlf.errors import DLFError
 from dlf.models._kernels import dropout
-from dlf.models.mag_bert.model import FineTunedBert
+from dlf.models.text import FineTunedBert
 from dlf.models.misa.encoders import FusionEncoder, utterance
 
 __all__ = ["MISA", "build_model", "parameter_summary", "OUTPUTS"]

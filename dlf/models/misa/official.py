@@ -22,7 +22,7 @@ import torch
 from dlf.config import apply_overrides, preset
 from dlf.errors import DLFError
 from dlf.models.misa.model import build_model
-from dlf.models.mmsa_state import UNALIGNED_LENS
+from dlf.models.mmsa_common import UNALIGNED_LENS
 from dlf.models.registry import Converted
 from dlf.models.text import BERT_PREFIX, bert_config_from_state
 
