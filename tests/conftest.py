@@ -6,6 +6,7 @@ Subprocesses started by tests inherit the same environment.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,20 @@ from module_check import (  # noqa: F401 - hooks of the --check-modules option
     pytest_addoption, pytest_configure, pytest_sessionfinish, pytest_terminal_summary)
 
 torch.set_num_threads(2)  # the CI machine has 2 shared cores
+
+_MODULE_MARKS = re.compile(r"^pytestmark = (.*)$", re.M)
+
+
+def pytest_ignore_collect(collection_path: Path, config):
+    """A lane that deselects a whole module's mark (``pytestmark = pytest.mark.slow``) does not import
+    that module: hypothesis or a server client would cost the fast lane seconds for no test."""
+    expr = config.getoption("markexpr") or ""
+    if not expr or collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
+        return None
+    line = _MODULE_MARKS.search(collection_path.read_text(encoding="utf-8"))
+    marks = re.findall(r"pytest\.mark\.(\w+)\b(?!\()", line.group(1)) if line else []
+    return True if any(f"not {m}" in expr for m in marks) else None
+
 
 TINY_MOSI_SCALE = 0.04  # MOSI 1284/229/686 -> 51/9/27
 TINY_MOSEI_SCALE = 0.003  # MOSEI 16326/1871/4659 -> 49/8/14

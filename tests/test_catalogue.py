@@ -61,6 +61,7 @@ def test_builtins_cover_table2_with_paper_groups_labels_and_order(isolated):
     ("paper_triplet", lambda c: c.model.triplet == "paper"),
     ("bert", lambda c: c.model.text_encoder == "bert"),
 ])
+@pytest.mark.slow
 def test_builtin_variant_resolves_to_the_intended_config(isolated, name, check):
     assert check(variant_config("mosi", get_variant(name)))
 

@@ -165,6 +165,7 @@ def _pickle_like_fixture(path, audio_width):
     return path
 
 
+@pytest.mark.slow
 def test_convert_refuses_wrong_dataset_and_existing_output(tmp_path):
     src = tmp_path / "official.pth"
     torch.save(random_state(MOSI_SHAPES), src)
@@ -188,6 +189,7 @@ def test_dead_module_names_cover_every_unused_official_module():
     assert used == set(OFFICIAL_NAMES)
 
 
+@pytest.mark.slow
 def test_evaluate_a_checkpoint_saved_from_a_state_dict(tmp_path, monkeypatch):
     """``train`` / ``run`` save the selected state_dict; ``evaluate`` must score it like a converted one."""
     import csv

@@ -94,6 +94,7 @@ def _damaged(kind: str, good: Path) -> bytes:
 
 
 @pytest.mark.parametrize("kind", ["random bytes", "truncated", "text", "damaged runs page"])
+@pytest.mark.slow
 def test_report_on_a_damaged_store_is_one_line_and_leaves_it_untouched(kind, good_store, tmp_path,
                                                                       monkeypatch, capsys):
     db = tmp_path / "mlflow.db"
@@ -104,6 +105,7 @@ def test_report_on_a_damaged_store_is_one_line_and_leaves_it_untouched(kind, goo
     assert db.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_a_foreign_sqlite_file_is_never_given_mlflow_tables(tmp_path, monkeypatch, capsys):
     db = tmp_path / "other.db"
     con = sqlite3.connect(db)
@@ -220,6 +222,7 @@ main()
 """
 
 
+@pytest.mark.slow
 def test_library_warnings_do_not_precede_the_error_line(tmp_path):
     db = tmp_path / "mlflow.db"
     db.write_bytes(b"not a database at all\n")

@@ -190,6 +190,7 @@ BAD_CASES = [
 
 
 @pytest.mark.parametrize("mutate,pattern", BAD_CASES)
+@pytest.mark.slow
 def test_bad_files_fail_with_one_line_naming_file_split_and_key(tiny_mosi, mmsa_variant, mutate, pattern):
     path = mmsa_variant(tiny_mosi, mutate, "bad.pkl")
     with pytest.raises(DLFError, match=pattern) as err:

@@ -33,6 +33,7 @@ def assert_one_line_error(err, *needles):
     ("synthetic-mosi", False, "0.02"), ("synthetic-mosi", True, "0.02"),
     ("synthetic-mosei", False, "0.002"), ("synthetic-mosei", True, "0.002"),
 ])
+@pytest.mark.slow
 def test_synth_then_check_passes(capsys, monkeypatch, tmp_path, name, unaligned, scale):
     out_file = tmp_path / "syn.pkl"
     flags = ["--unaligned"] if unaligned else []

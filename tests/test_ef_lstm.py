@@ -20,6 +20,7 @@ FIXTURE = fx.needs("EF_LSTM")
 
 
 @FIXTURE
+@pytest.mark.slow
 def test_cli_convert_and_evaluate_reproduce_every_mmsa_output(tmp_path):
     got = fx.convert_and_evaluate(tmp_path, "ef_lstm", fx.state_dict("EF_LSTM"), fx.data_path("EF_LSTM"))
     for split, want in fx.outputs("EF_LSTM").items():
@@ -46,6 +47,7 @@ def test_loss_terms_match_mmsa_on_the_first_train_samples():
 
 @pytest.mark.parametrize("dataset,total,lstm", [("synthetic-mosi", 885_605, 868_864),
                                                 ("synthetic-mosei", 1_754_725, 1_688_576)])
+@pytest.mark.slow
 def test_model_summary_gives_mmsa_parameter_counts(dataset, total, lstm):
     run = fx.cli("model", "summary", "--variant", "ef_lstm", "--dataset", dataset, "--json")
     assert run.returncode == 0, run.stderr
@@ -86,6 +88,7 @@ def test_every_parameter_gets_a_gradient_and_is_in_the_one_adam_group():
 
 
 @pytest.mark.parametrize("over_time", [True, False])
+@pytest.mark.slow
 def test_batchnorm_channels_are_the_time_steps_unless_switched_off(over_time):
     cfg = apply_overrides(preset("mosi", "ef_lstm"), {"model.norm_time_steps_as_channels": over_time})
     model = build_model(cfg, DIMS, LENS).train()
@@ -123,6 +126,7 @@ def test_sizes_are_read_from_the_weights():
         implementation("ef_lstm").convert_official(state, "mosei", dims=DIMS, seq_lens=LENS)
 
 
+@pytest.mark.slow
 def test_a_state_dict_of_another_family_or_an_incomplete_one_is_refused(tmp_path, tiny_mosi):
     dlf_state = build_model(preset("mosi"), DIMS, LENS).state_dict()
     sd, out = tmp_path / "dlf.pt", tmp_path / "out.pt"
@@ -137,6 +141,7 @@ def test_a_state_dict_of_another_family_or_an_incomplete_one_is_refused(tmp_path
 
 
 @FIXTURE
+@pytest.mark.slow
 def test_unaligned_data_is_refused_in_one_line(tmp_path):
     sd, out = tmp_path / "ef.pt", tmp_path / "out.pt"
     torch.save(fx.state_dict("EF_LSTM"), sd)

@@ -60,6 +60,7 @@ def test_devices_give_one_gpu_per_worker(monkeypatch):
     assert all("CUDA_VISIBLE_DEVICES" not in e for e in envs) and all(r["threads"] >= 1 for r in runtimes)
 
 
+@pytest.mark.slow
 def test_finished_key_is_cached_not_retrained(specs, uri):
     first = execute_run(specs[0], uri, runtime())
     assert first.status == "finished" and first.train_seconds > 0
@@ -138,6 +139,7 @@ def test_an_interrupt_just_after_the_run_is_created_closes_it_as_killed(specs, u
     assert [s for _, s, _ in seed_runs(uri.removeprefix("sqlite:///"))] == ["KILLED"]
 
 
+@pytest.mark.slow
 def test_a_failing_run_is_an_outcome_and_the_others_still_run(specs, uri):
     bad = dataclasses.replace(specs[0], data_fingerprint="0" * 64, key="f" * 64)
     result = run_study([bad, specs[1]], uri, workers=1, threads=1)

@@ -42,6 +42,7 @@ def nodes(model) -> dict[str, torch.Tensor]:
 
 
 @bf.needs("Graph_MFN")
+@pytest.mark.slow
 def test_outputs_match_mmsa_through_convert_and_evaluate(tmp_path):
     state = bf.state_dict("Graph_MFN") | unregistered()  # MMSA's state_dict plus the unregistered nodes
     got = bf.convert_and_evaluate(tmp_path, "graph_mfn", state, bf.data_path("Graph_MFN"))
@@ -96,6 +97,7 @@ def test_some_but_not_all_node_networks_is_one_line():
 
 @pytest.mark.parametrize("dataset,total,frozen", [("synthetic-mosi", 2_110_624, 208_656),
                                                   ("synthetic-mosei", 675_792, 133_712)])
+@pytest.mark.slow
 def test_parameter_counts_are_mmsas_and_the_frozen_nodes_are_buffers(dataset, total, frozen):
     out = bf.cli("model", "summary", "--variant", "graph_mfn", "--dataset", dataset, "--json")
     assert out.returncode == 0, out.stderr
@@ -189,6 +191,7 @@ def test_a_modality_subset_is_refused_in_one_line():
 
 
 @bf.needs("MFN")
+@pytest.mark.slow
 def test_a_state_dict_of_another_family_is_one_line_and_writes_nothing(tmp_path):
     sd, out = tmp_path / "mfn.pt", tmp_path / "out.pt"
     torch.save(bf.state_dict("MFN"), sd)

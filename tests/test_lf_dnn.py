@@ -22,6 +22,7 @@ FEATURES = {"Feature_t": 256, "Feature_a": 16, "Feature_v": 128, "Feature_f": 40
 
 
 @FIXTURE
+@pytest.mark.slow
 def test_cli_convert_and_evaluate_reproduce_every_mmsa_output(tmp_path):
     got = fx.convert_and_evaluate(tmp_path, "lf_dnn", fx.state_dict("LF_DNN"), fx.data_path("LF_DNN"))
     for split, want in fx.outputs("LF_DNN").items():
@@ -49,6 +50,7 @@ def test_loss_terms_match_mmsa_on_the_first_train_samples():
 
 @pytest.mark.parametrize("dataset,total,text", [("synthetic-mosi", 597_171, 492_800),
                                                 ("synthetic-mosei", 572_283, 476_288)])
+@pytest.mark.slow
 def test_model_summary_gives_mmsa_parameter_counts(dataset, total, text):
     run = fx.cli("model", "summary", "--variant", "lf_dnn", "--dataset", dataset, "--json")
     assert run.returncode == 0, run.stderr
@@ -152,6 +154,7 @@ def test_sizes_are_read_from_the_weights():
         assert torch.equal(value, state[f"Model.{key}"]), key
 
 
+@pytest.mark.slow
 def test_a_state_dict_of_another_family_or_an_incomplete_one_is_refused(tmp_path, tiny_mosi_unaligned):
     ef_state = build_model(preset("mosi", "ef_lstm"), DIMS, {"l": 50, "a": 50, "v": 50}).state_dict()
     sd, out = tmp_path / "ef_lstm.pt", tmp_path / "out.pt"

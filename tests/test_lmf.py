@@ -21,6 +21,7 @@ FIXTURE = fx.needs("LMF")
 
 
 @FIXTURE
+@pytest.mark.slow
 def test_cli_convert_and_evaluate_reproduce_every_mmsa_output(tmp_path):
     got = fx.convert_and_evaluate(tmp_path, "lmf", fx.state_dict("LMF"), fx.data_path("LMF"))
     for split, want in fx.outputs("LMF").items():
@@ -46,6 +47,7 @@ def test_loss_terms_match_mmsa_on_the_first_train_samples():
 
 
 @pytest.mark.parametrize("dataset,total", [("synthetic-mosi", 505_071), ("synthetic-mosei", 508_475)])
+@pytest.mark.slow
 def test_model_summary_gives_mmsa_parameter_counts(dataset, total):
     run = fx.cli("model", "summary", "--variant", "lmf", "--dataset", dataset, "--json")
     assert run.returncode == 0, run.stderr
@@ -90,6 +92,7 @@ def test_optimizer_groups_are_mmsa_and_every_parameter_gets_a_gradient(train_fus
 
 
 @pytest.mark.parametrize("train_fusion", [False, True])
+@pytest.mark.slow
 def test_fusion_weights_stay_at_their_initial_values_unless_switched_on(tiny_mosi_unaligned, train_fusion):
     from dlf.data.mmsa import load_dataset
     from dlf.train.loop import Runtime, seed_everything, train_run
@@ -119,6 +122,7 @@ def test_fusion_is_the_rank_r_factorisation_of_the_tensor_product():
     assert out["Feature_t"].shape == (6, 64)  # text_hidden // 2
 
 
+@pytest.mark.slow
 def test_a_state_dict_of_another_family_is_refused_and_sizes_are_read_from_the_weights(tmp_path, tiny_mosi_unaligned):
     small_tfn = apply_overrides(preset("mosi", "tfn"), {"model.text_out": 4, "model.audio_hidden": 4,
                                                         "model.video_hidden": 4, "model.post_fusion_dim": 4})

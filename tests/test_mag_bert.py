@@ -104,6 +104,7 @@ def _fixture_inputs(split: str, n: int | None = None) -> list[torch.Tensor]:
 
 
 @FIXTURE
+@pytest.mark.slow
 def test_import_with_bert_tensors_needs_no_folder_and_gives_the_loss_terms():
     conv = IMPL.convert_official(fixture_state(with_bert=True), "mosi", dims=MOSI, seq_lens=LENS)
     assert conv.model.text_encoder.bert.config.hidden_size == 768 and conv.config.model.pretrained == "bert-base-uncased"
@@ -241,6 +242,7 @@ def test_configs_mag_bert_cannot_run_are_one_line_errors():
 
 
 @FIXTURE
+@pytest.mark.slow
 def test_bad_input_through_the_cli_is_one_line_and_writes_nothing(tmp_path, small_bert, tiny_mosi):
     out = tmp_path / "out.pt"
     features = bf.cli("model", "summary", "--variant", "mag_bert", "--set", "model.text_encoder=features", "--json")

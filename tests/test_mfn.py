@@ -29,6 +29,7 @@ def first_train_batch(model: str, n: int = 8):
 
 
 @bf.needs("MFN")
+@pytest.mark.slow
 def test_outputs_match_mmsa_through_convert_and_evaluate(tmp_path):
     got = bf.convert_and_evaluate(tmp_path, "mfn", bf.state_dict("MFN"), bf.data_path("MFN"))
     for split, outs in bf.outputs("MFN").items():
@@ -62,6 +63,7 @@ def test_the_same_seed_builds_mmsas_initial_weights():
 
 
 @pytest.mark.parametrize("dataset,total", [("synthetic-mosi", 2_172_657), ("synthetic-mosei", 1_276_865)])
+@pytest.mark.slow
 def test_parameter_counts_are_mmsas(dataset, total):
     out = bf.cli("model", "summary", "--variant", "mfn", "--dataset", dataset, "--json")
     assert out.returncode == 0, out.stderr
@@ -122,6 +124,7 @@ def test_time_mean_over_padding_and_over_own_frames():
     assert time_mean(x)[1, 0] == 0  # NaN -> 0, as MMSA sets it
 
 
+@pytest.mark.slow
 def test_audio_and_vision_enter_as_time_means_or_as_aligned_streams(tiny_mosi_unaligned):
     split = load_dataset(str(tiny_mosi_unaligned), DataConfig(aligned=False)).splits["test"]
     text, audio, vision = (torch.as_tensor(np.asarray(x[:2]), dtype=torch.float32)
@@ -152,6 +155,7 @@ def test_a_modality_subset_is_refused_in_one_line():
 
 
 @bf.needs("Graph_MFN")
+@pytest.mark.slow
 def test_a_state_dict_of_another_family_is_one_line_and_writes_nothing(tmp_path):
     sd, out = tmp_path / "graph_mfn.pt", tmp_path / "out.pt"
     torch.save(bf.state_dict("Graph_MFN"), sd)
@@ -163,6 +167,7 @@ def test_a_state_dict_of_another_family_is_one_line_and_writes_nothing(tmp_path)
 
 
 @bf.needs("MFN")
+@pytest.mark.slow
 def test_weights_of_other_widths_than_the_dataset_are_one_line(tmp_path, tiny_mosei):
     sd, out = tmp_path / "mfn.pt", tmp_path / "out.pt"
     torch.save(bf.state_dict("MFN"), sd)

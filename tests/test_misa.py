@@ -105,6 +105,7 @@ def test_model_summary_gives_mmsa_parameter_counts_with_the_tiny_bert(dataset, t
 
 
 @pytest.mark.parametrize("corpus,outside", [("mosi", 1_138_033), ("mosei", 1_435_105)])
+@pytest.mark.slow
 def test_the_features_mode_is_the_part_outside_bert(corpus, outside):
     from dlf.study.catalogue import get_variant, model_summary, parameter_count
 
@@ -174,6 +175,7 @@ def test_official_import_reads_sizes_drops_id_buffers_and_refuses_incomplete_sta
         IMPL.convert_official(mmsa, "mosi", pretrained=str(wider), dims=MOSI, seq_lens=LENS)
 
 
+@pytest.mark.slow
 def test_another_familys_or_an_incomplete_state_dict_is_refused_before_any_bert_is_loaded():
     tfn = {f"Model.{k}": v for k, v in build_model(preset("mosi", "tfn"), MOSI, LENS).state_dict().items()}
     with pytest.raises(DLFError, match=r"keys are not part of MMSA's MISA: Model\.audio_subnet"):

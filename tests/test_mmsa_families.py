@@ -17,6 +17,7 @@ BATCHNORM_FAMILIES = ("tfn", "lmf", "ef_lstm", "lf_dnn")
 ENTRY = [sys.executable, "-c", "from dlf.cli import main; main()"]
 
 
+@pytest.mark.slow
 def test_plan_refuses_accumulation_for_a_batchnorm_family_in_one_line(tmp_path):
     study = tmp_path / "baselines.yaml"
     study.write_text(yaml.safe_dump({"name": "baselines", "datasets": ["synthetic-mosi"], "seeds": [1],
@@ -64,6 +65,7 @@ def test_a_modality_subset_is_refused_unless_the_fusion_only_concatenates(family
             build_config("mosi", layer)
 
 
+@pytest.mark.slow
 def test_building_mmsa_configs_imports_no_torch():
     code = """
 import sys

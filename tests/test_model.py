@@ -53,6 +53,7 @@ def _switch_grid():
 
 
 @pytest.mark.parametrize("fdm,lfa,hp,mods", _switch_grid())
+@pytest.mark.slow
 def test_every_switch_combination_builds_and_runs(fdm, lfa, hp, mods):
     model, cfg = make({"model.fdm": fdm, "model.lfa": lfa, "model.hp": hp, "model.modalities": mods})
     inputs, y = batch()
@@ -102,6 +103,7 @@ def test_gradients_reach_every_parameter(overrides):
     _check_all_grads(model, cfg)
 
 
+@pytest.mark.slow
 def test_parts_feeding_only_zero_weight_losses_are_not_built():
     model, _ = make({"loss.lambda_m": 0, "loss.lambda_s": 0, "loss.beta_sh": 0, "loss.beta_a": 0})
     assert not hasattr(model, "triplet_proj") and not hasattr(model, "shared_head")
@@ -115,6 +117,7 @@ def test_parts_feeding_only_zero_weight_losses_are_not_built():
     assert hasattr(full, "triplet_proj") and hasattr(full, "shared_head")
 
 
+@pytest.mark.slow
 def test_hp_off_keeps_fusion_features_but_drops_prediction_heads():
     model, _ = make({"model.hp": False})
     assert not hasattr(model, "shared_head")
@@ -125,6 +128,7 @@ def test_hp_off_keeps_fusion_features_but_drops_prediction_heads():
     assert parameter_summary(full)["total"] - parameter_summary(model)["total"] == 45_451 + 3 * 51
 
 
+@pytest.mark.slow
 def test_unaligned_inputs_have_their_own_lengths():
     lens = {"l": 9, "a": 15, "v": 12}
     model, cfg = make(lens=lens)
@@ -137,6 +141,7 @@ def test_unaligned_inputs_have_their_own_lengths():
     assert mult(*inputs).pred.shape == (4,)
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_training_outputs():
     def run():
         model, cfg = make()
@@ -152,6 +157,7 @@ def test_same_seed_gives_identical_training_outputs():
     assert torch.equal(model(*inputs).pred, model(*inputs).pred)
 
 
+@pytest.mark.slow
 def test_dropout_acts_in_training_only():
     model, _ = make()
     inputs = batch()[0]
@@ -191,6 +197,7 @@ def test_overfits_a_tiny_batch():
     assert loss["task_f"].item() < 0.2 * first
 
 
+@pytest.mark.slow
 def test_inference_without_loss_parts_gives_the_same_predictions():
     model, _ = make()
     model.eval()
@@ -201,6 +208,7 @@ def test_inference_without_loss_parts_gives_the_same_predictions():
     assert lean.recon == {} and lean.specific_re == {} and lean.shared_sim == {} and set(lean.specific) == set("lav")
 
 
+@pytest.mark.slow
 def test_training_after_a_first_forward_in_inference_mode():
     """Cached position tables and masks built under inference_mode must still work with autograd."""
     from dlf.models.layers import mult_mask, sinusoidal_table

@@ -47,6 +47,7 @@ def invoke(*args: str) -> str:
     return result.stdout
 
 
+@pytest.mark.slow
 def test_train_json_is_one_object_on_stdout_and_save_writes_a_checkpoint(env, capfd, monkeypatch):
     from dlf.train.checkpoint import load_checkpoint
 
@@ -61,6 +62,7 @@ def test_train_json_is_one_object_on_stdout_and_save_writes_a_checkpoint(env, ca
     assert cfg.seed == 3 and cfg.model.modalities == ("l", "a") and cfg.model.n_levels == 1
 
 
+@pytest.mark.slow
 def test_train_prints_a_metrics_table(env):
     stdout = invoke("train", "-d", "synthetic-mosi", "-v", "only_v", *FAST)
     assert "only_v on synthetic-MOSI" in stdout
@@ -74,6 +76,7 @@ def test_train_prints_a_metrics_table(env):
     (["train", "-d", "synthetic-mosi", "--variant", "wo_all"], "unknown variant 'wo_all'; known variants: full"),
     (["model", "summary", "--set", "train.lr"], "--set 'train.lr': expected key=value"),
 ])
+@pytest.mark.slow
 def test_bad_input_exits_2_with_one_line(env, capfd, monkeypatch, args, message):
     code, stdout, stderr = cli(capfd, monkeypatch, *args)
     assert code == 2
@@ -81,6 +84,7 @@ def test_bad_input_exits_2_with_one_line(env, capfd, monkeypatch, args, message)
     assert stdout == ""
 
 
+@pytest.mark.slow
 def test_model_summary_counts_match_the_official_used_modules():
     mosi = json.loads(invoke("model", "summary", "--json"))
     assert set(mosi) == {"total", "text_encoder", "components"}
@@ -94,6 +98,7 @@ def test_model_summary_counts_match_the_official_used_modules():
     assert f"{MOSI_FULL:,}" in table
 
 
+@pytest.mark.slow
 def test_model_summary_set_parses_yaml_values():
     by_set = json.loads(invoke("model", "summary", "--set", "model.modalities=[l, a]", "--json"))
     by_variant = json.loads(invoke("model", "summary", "--variant", "l_and_a", "--json"))
@@ -116,6 +121,7 @@ def test_ablations_lists_catalogue_with_overrides_and_counts(env):
     assert "model.modalities=[a]" in table and "half_lr" in table
 
 
+@pytest.mark.slow
 def test_model_summary_of_named_unaligned_shapes_equals_a_real_unaligned_file(tiny_mosi_unaligned):
     by_name = json.loads(invoke("model", "summary", "--set", "data.aligned=false", "--json"))
     by_file = json.loads(invoke("model", "summary", "--dataset", str(tiny_mosi_unaligned), "--json"))

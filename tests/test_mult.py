@@ -55,6 +55,7 @@ def test_cli_import_reproduces_every_mmsa_output(tmp_path):
 
 
 @bf.needs("MULT")
+@pytest.mark.slow
 def test_loss_terms_match_mmsa_on_the_first_train_samples():
     conv = convert_official_state(bf.state_dict("MULT"), "mosi", dims=MOSI, seq_lens=LENS)
     with open(bf.data_path("MULT"), "rb") as fh:
@@ -68,6 +69,7 @@ def test_loss_terms_match_mmsa_on_the_first_train_samples():
 
 
 @pytest.mark.parametrize("dataset,total", [("synthetic-mosi", 2_571_551), ("synthetic-mosei", 982_951)])
+@pytest.mark.slow
 def test_parameter_counts_are_mmsa_totals(dataset, total):
     out = bf.cli("model", "summary", "--variant", "mult", "--dataset", dataset, "--json")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -168,6 +170,7 @@ def test_check_refuses_a_modality_subset_and_bad_heads():
         build_model(preset("mosi", "mult"), MOSI, {"l": 4, "a": 375, "v": 500})
 
 
+@pytest.mark.slow
 def test_another_family_state_dict_is_refused_in_one_line_and_nothing_is_written(tmp_path, tiny_mosi_unaligned):
     # official DLF names: proj_l and trans_l_with_a are MulT's too, but encoder_c and proj1_c are not
     state = {"proj_l.weight": torch.zeros(50, 768, 5), "trans_l_with_a.layer_norm.weight": torch.zeros(50),

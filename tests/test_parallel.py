@@ -108,6 +108,7 @@ def test_two_lanes_train_exactly_like_one(tiny):
 
 @pytest.mark.parametrize("accumulation", [1, 10])
 @pytest.mark.parametrize("budget", [2, 3, 8])
+@pytest.mark.slow
 def test_default_lanes_share_the_budget(tiny, budget, accumulation):
     """Two lanes by default; the caller keeps the whole budget only when training has no windows to overlap."""
     from dlf.models.dlf.model import build_model

@@ -63,6 +63,7 @@ def test_converted_model_has_the_official_used_parameter_count(converted):
     assert "trans_a_with_l" in converted.dropped and "proj_cosine_l" in converted.dropped
 
 
+@pytest.mark.slow
 def test_cli_convert_and_evaluate_reproduce_output_logit(tmp_path, monkeypatch):
     from dlf.cli import main
 

@@ -48,6 +48,7 @@ def test_writes_tables_macros_csv_and_figures(uri, tmp_path, monkeypatch, capsys
         assert line in stderr
 
 
+@pytest.mark.slow
 def test_terminal_tables_without_a_format_flag(uri, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code, stdout, _ = report(monkeypatch, capsys, "demo", "--tracking-uri", uri)
@@ -77,6 +78,7 @@ def test_all_studies_default_folders_ddof_and_paper_columns(uri, tmp_path, monke
     assert code == 0 and "Paper" not in (tmp_path / "np" / "table2-mosi.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_study_yaml_names_the_runs_it_expects(uri, tmp_path, monkeypatch, capsys):
     study = tmp_path / "demo.yaml"
     study.write_text("name: demo\ndatasets: [synthetic-mosi]\nvariants: [full, wo_lr]\nseeds: [0, 1, 2, 3]\n")

@@ -97,6 +97,7 @@ def test_golden(prefix, name, ext):
     assert text == path.read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_layout_of_the_paper_tables():
     synth = tables(SYNTH)
     assert set(synth) == {"table2-synthetic-mosi", "table1"}
@@ -157,6 +158,7 @@ def test_synthetic_captions_never_name_the_real_dataset():
     assert "not comparable" in render.block_title(t1, t1.blocks[0], render.MARKDOWN)
 
 
+@pytest.mark.slow
 def test_no_paper_hides_paper_columns_and_gap_rows():
     real = tables(REAL, paper_columns=False)
     assert [c.kind for c in real["table2-mosi"].columns] == ["value"] * 4
@@ -188,6 +190,7 @@ def test_render_imports_neither_pandas_nor_mlflow():
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None,
                     reason="pdflatex not installed (Debian: texlive-latex-base texlive-latex-recommended)")
+@pytest.mark.slow
 def test_tex_files_compile_with_pdflatex(tmp_path):
     inputs = []
     for prefix, frame in (("synth", SYNTH), ("real", REAL)):
@@ -207,6 +210,7 @@ def test_tex_files_compile_with_pdflatex(tmp_path):
 @pytest.mark.skipif(shutil.which("pdflatex") is None,
                     reason="pdflatex not installed (Debian: texlive-latex-base texlive-latex-recommended)")
 @pytest.mark.parametrize("frame", [SYNTH, REAL], ids=["synth", "real"])
+@pytest.mark.slow
 def test_table1_fits_the_text_width_of_a_plain_article(tmp_path, frame):
     # Table 1 stacks its datasets: both corpora, 6 metrics, mean +- std, fit 345pt without resizing
     (tmp_path / "t1.tex").write_text(latex.to_latex(tables(frame)["table1"]), encoding="utf-8")
@@ -229,6 +233,7 @@ def test_confusion_matrix_counts_seven_classes():
     assert (got == want).all()
 
 
+@pytest.mark.slow
 def test_figures_are_written_as_pdf_and_png(tmp_path):
     t2 = tables(SYNTH)["table2-synthetic-mosi"]
     paths = ablation_chart(t2, tmp_path / "fig-ablation")
@@ -242,6 +247,7 @@ def test_figures_are_written_as_pdf_and_png(tmp_path):
         assert head.startswith(b"%PDF") if p.suffix == ".pdf" else head == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_layout_follows_the_data_outside_the_paper():
     frame = runs("custom", {"/data/my_mosi.pkl": ("mosi", False, ["full", "wo_lr", "wo_ld", "only_a"])})
     frame.loc[frame["variant"] == "wo_ld", "group"] = "My group"  # a user group: after the paper's

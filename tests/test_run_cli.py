@@ -25,6 +25,7 @@ def invoke(*args: str):
     return runner.invoke(app, list(args), catch_exceptions=False)
 
 
+@pytest.mark.slow
 def test_run_then_rerun_trains_nothing(tmp_path, tiny_mosi, home, monkeypatch, new_store):
     new_store(home / "mlflow.db")
     study = write_study(tmp_path, tiny_mosi, seeds=(5,))
@@ -98,6 +99,7 @@ def test_plan_after_a_run_shows_cached_keys_and_measured_costs(tmp_path, tiny_mo
     (["plan", "quickstart", "--set-file", "missing.yaml"], "missing.yaml"),
     (["run", "quickstart", "--tracking-uri", "./mlruns"], "file store is not supported"),
 ])
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_exit_2(args, message, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["dlf-ablate", *args])
     with pytest.raises(SystemExit) as stop:
@@ -135,6 +137,7 @@ ISSUE_16 = [
 
 
 @pytest.mark.parametrize("where,value,message", ISSUE_16, ids=[m.split(" is ")[0] for _, _, m in ISSUE_16])
+@pytest.mark.slow
 def test_plan_and_run_refuse_the_same_bad_values_before_the_store(where, value, message, tmp_path, tiny_mosi,
                                                                     home, monkeypatch, capsys):
     extra = {} if where == "--set" else {where: value}

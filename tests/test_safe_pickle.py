@@ -117,6 +117,7 @@ def test_data_check_refuses_hostile_files_with_one_line(capsys, monkeypatch, tin
     assert err.startswith(f"error: {bad}: refused to load ") and err.count("\n") == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_console_script_refuses_a_hostile_file(tiny_mosi, mmsa_variant, tmp_path):
     marker = tmp_path / "MARKER"
     bad = mmsa_variant(tiny_mosi, plant("object array", payloads(marker)["exec"]), "hostile.pkl")

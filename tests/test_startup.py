@@ -63,6 +63,7 @@ print("ok")
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr
 
 
+@pytest.mark.slow
 def test_a_study_run_in_the_cli_process_settles_the_collector_before_its_first_run():
     """``run`` with one worker trains in its own process (dlf.pool): the collector is back on by then."""
     code = """

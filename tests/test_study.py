@@ -42,6 +42,7 @@ TABLE2 = ["full", "only_a", "only_v", "only_l", "l_and_a", "l_and_v", "wo_lr", "
 
 
 @pytest.mark.parametrize("path", sorted(resource_dir("studies").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.slow
 def test_every_builtin_study_loads_and_expands(path, data_root, tmp_path):
     study = load_study(available_copy(path.stem, tmp_path)[0])  # the baselines this checkout has
     specs = expand(study, data_root=data_root)
@@ -60,6 +61,7 @@ def test_every_builtin_study_loads_and_expands(path, data_root, tmp_path):
             assert s.config.loss.lambda_r == 0
 
 
+@pytest.mark.slow
 def test_builtin_studies_cover_the_paper_tables(tmp_path):
     from dlf.resources import paper_tables_path
 
@@ -203,6 +205,7 @@ BAD = [
 
 
 @pytest.mark.parametrize("change,message", BAD, ids=[m for _, m in BAD])
+@pytest.mark.slow
 def test_bad_study_fails_at_load_with_one_line(tmp_path, tiny_mosi, change, message):
     path = write_study(tmp_path, tiny_mosi)
     raw = yaml.safe_load(path.read_text())

@@ -36,6 +36,7 @@ def fusion_from_factors(out: dict[str, np.ndarray]) -> np.ndarray:
 
 
 @FIXTURE
+@pytest.mark.slow
 def test_cli_convert_and_evaluate_reproduce_every_mmsa_output(tmp_path):
     got = fx.convert_and_evaluate(tmp_path, "tfn", mmsa_state(), fx.data_path("TFN"))
     for split, want in fx.outputs("TFN").items():
@@ -64,6 +65,7 @@ def test_loss_terms_match_mmsa_on_the_first_train_samples():
 
 
 @pytest.mark.parametrize("dataset,total", [("synthetic-mosi", 9_497_045), ("synthetic-mosei", 5_042_541)])
+@pytest.mark.slow
 def test_model_summary_gives_mmsa_parameter_counts(dataset, total):
     run = fx.cli("model", "summary", "--variant", "tfn", "--dataset", dataset, "--json")
     assert run.returncode == 0, run.stderr
@@ -143,6 +145,7 @@ def test_sizes_are_read_from_the_weights():
         assert torch.equal(value, state[f"Model.{key}"]), key
 
 
+@pytest.mark.slow
 def test_a_state_dict_of_another_family_or_an_incomplete_one_is_refused(tmp_path, tiny_mosi_unaligned):
     dlf_state = build_model(preset("mosi"), MOSI_DIMS, {"l": 50, "a": 50, "v": 50}).state_dict()
     sd, out = tmp_path / "dlf.pt", tmp_path / "out.pt"

@@ -100,6 +100,7 @@ def test_selection_schedule_and_test_use_the_best_validation_epoch(tiny, monkeyp
     assert r.test == pytest.approx(msa_metrics(pred, labels))
 
 
+@pytest.mark.slow
 def test_accumulation_clipping_and_discarded_leftovers_follow_the_official_loop(tiny, monkeypatch):
     calls = {"step": 0, "zero": 0, "clip": 0}
     max_grad = []
@@ -157,6 +158,7 @@ def test_the_trainers_foreach_adam_is_bit_identical_to_the_per_parameter_loop(ti
         assert torch.equal(v, as_asked.state_dict[k]), k
 
 
+@pytest.mark.slow
 def test_on_epoch_gets_the_contract_names_and_can_stop_the_run(tiny):
     seen = []
 

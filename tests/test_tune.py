@@ -96,6 +96,7 @@ def finished(study):
     return [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
 
 
+@pytest.mark.slow
 def test_trials_is_a_total_and_rerunning_tops_up(trainer, study_file, tracking, tmp_path):
     first = tune(opts(study_file, tracking, tmp_path, trials=6))
     assert first.created and first.counts["finished"] == 6
@@ -152,6 +153,7 @@ def test_changed_space_or_setup_is_refused(trainer, study_file, tracking, tmp_pa
     assert len(load(opts(study_file, tracking, tmp_path)).trials) == 2  # nothing was added
 
 
+@pytest.mark.slow
 def test_top_k_reevaluation_and_export_accepted_by_run(trainer, study_file, tracking, tmp_path):
     from dlf.study.spec import expand, load_study
 
@@ -236,6 +238,7 @@ def test_stale_running_trial_of_a_dead_process_is_failed_and_retried(tmp_path):
     assert reap_stale(study, storage) == []  # idempotent
 
 
+@pytest.mark.slow
 def test_prepare_errors_are_one_line(study_file, tracking, tmp_path):
     from dlf.tune import prepare
 
@@ -299,6 +302,7 @@ def test_interrupted_trial_is_failed_requeued_and_run_on_resume(trainer, study_f
 
 
 @pytest.mark.parametrize("stage", ["search", "reeval"])
+@pytest.mark.slow
 def test_ctrl_c_right_after_a_trial_run_is_created_leaves_no_run_running(trainer, study_file, tracking, tmp_path,
                                                                          monkeypatch, stage):
     """The interrupt lands once the run exists and is known, so the run is closed, not left RUNNING."""

@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 
 from dlf.cli import app, main
 from dlf.config import build_config, preset
+from dlf.errors import DLFError
 from dlf.resources import resource_dir
 from dlf.study.spec import expand, load_study
 from study_fixtures import CODE_VERSION
-from zoo_studies import available_copy, baselines, raw_study
+from zoo_studies import available_copy, baselines, bert_baselines, has_features_mode, raw_study
 
 runner = CliRunner()
 ZOO_STUDIES = ("table1", "quickstart-table1", "tune")
@@ -45,14 +46,19 @@ def data_root(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_every_zoo_study_lists_every_baseline_of_the_catalogue():
-    assert "mult" in baselines()  # at least one baseline family is registered
+    assert {"mult", "misa", "mag_bert"} <= set(baselines())  # baseline families are registered
+    assert not has_features_mode("mag_bert") and has_features_mode("misa")
     for name in ZOO_STUDIES:
         listed = raw_study(name)["variants"]
-        assert [b for b in baselines() if b not in listed] == [], name
+        expected = [b for b in baselines() if name != "quickstart-table1" or has_features_mode(b)]
+        assert [b for b in expected if b not in listed] == [], name
+        assert [v for v in listed if v in baselines() and v not in expected] == [], name
     assert raw_study("tune")["variants"][0] == "full"  # tune's default variant stays the full DLF
 
 
+@pytest.mark.slow
 def test_table1_runs_each_family_under_its_own_preset(tmp_path, data_root):
     assert "set" not in raw_study("table1")  # nothing shared may overwrite a family's recipe
     study = load_study(available_copy("table1", tmp_path)[0])
@@ -65,12 +71,29 @@ def test_table1_runs_each_family_under_its_own_preset(tmp_path, data_root):
         assert s.config.to_dict() == {**expected.to_dict(), "seed": s.seed}, s.title
         if s.variant == "dlf":  # the reference row: DLF with the paper's fine-tuned BERT
             assert v.group is None and family == "dlf" and s.config.model.text_encoder == "bert"
-        else:
+        if s.variant in bert_baselines():  # MISA, MAG-BERT: their papers' fine-tuned BERT too
+            assert s.config.model.text_encoder == "bert"
+        if s.variant != "dlf":
             assert v.group == "Baselines" and family == s.variant
             assert s.config.train == preset(s.corpus, family).train  # MMSA's recipe, per corpus
         assert ("unaligned" in s.data_path) == (not s.config.data.aligned)
 
 
+@pytest.mark.slow
+def test_a_shared_bert_folder_reaches_every_bert_family_of_table1_and_nothing_else(tmp_path, data_root):
+    study = load_study(available_copy("table1", tmp_path)[0])
+    specs = expand(study, data_root=data_root, set_overrides={"model.pretrained": "/models/bert"})
+    bert = {s.variant for s in specs if getattr(s.config.model, "pretrained", None) == "/models/bert"}
+    assert bert == {"dlf", *bert_baselines()} & set(study.variants)
+    plain = {s.title: s.key for s in expand(study, data_root=data_root)}
+    for s in specs:  # the feature-level baselines' runs (and so their keys) do not change
+        assert (s.key == plain[s.title]) == (s.variant not in bert), s.title
+    with pytest.raises(DLFError, match=r"--set: model.beta_shift belongs to no model family of this study's runs"):
+        expand(load_study(resource_dir("studies") / "table2.yaml"), data_root=data_root,
+               set_overrides={"model.beta_shift": 2.0})
+
+
+@pytest.mark.slow
 def test_plan_table1_on_a_data_root(tmp_path, data_root):
     path, _ = available_copy("table1", tmp_path)
     out = runner.invoke(app, ["plan", str(path), "--data-root", str(data_root)])
@@ -86,6 +109,7 @@ def tune_args(study, *extra: str) -> list[str]:
             "--set", "train.max_epochs=1", "--set", "train.accumulation=1", *extra]
 
 
+@pytest.mark.slow
 def test_a_dlf_space_is_refused_for_a_baseline_in_one_line(tmp_path, monkeypatch, capsys):
     study, _ = available_copy("tune", tmp_path)
     monkeypatch.setattr(sys, "argv", ["dlf-ablate", *tune_args(study, "--variant", "mult", "--space",
@@ -99,6 +123,7 @@ def test_a_dlf_space_is_refused_for_a_baseline_in_one_line(tmp_path, monkeypatch
 
 @pytest.mark.parametrize("dataset", ["synthetic-mosi", "synthetic-mosei"])
 @pytest.mark.parametrize("variant", baselines())
+@pytest.mark.slow
 def test_every_baseline_tunes_its_familys_default_space(tmp_path, dataset, variant):
     from dlf.tune.plan import TuneOptions, prepare
 

@@ -1,8 +1,9 @@
 """The zoo's built-in studies restricted to what this checkout has.
 
-table1, quickstart-table1 and tune list every MMSA baseline by name; a baseline family lands as its
-own package and catalogue entry, so a checkout may hold only some of them. Tests run the studies'
-own files, minus the variants whose catalogue entry is not there yet.
+table1 and tune list every baseline by name, quickstart-table1 every baseline with a features text
+mode; a baseline family lands as its own package and catalogue entry, so a checkout may hold only
+some of them. Tests run the studies' own files, minus the variants whose catalogue entry is not
+there yet.
 """
 from __future__ import annotations
 
@@ -16,15 +17,30 @@ from dlf.study.catalogue import load_catalogue
 
 
 def baselines() -> list[str]:
-    """The catalogue's feature-level baseline variants (one per registered baseline family that runs on
-    the precomputed text features), in table order. The BERT-level families (MAG-BERT: a BERT text mode
-    only) join the shipped studies with the rest of issue 19."""
+    """The catalogue's baseline variants (one per registered baseline family), in table order."""
+    cat = load_catalogue()
+    names = [n for n, v in cat.items() if v.group == BASELINE_GROUP]
+    return sorted(names, key=lambda n: cat[n].order)
+
+
+def has_features_mode(variant: str) -> bool:
+    """Whether a baseline runs on the precomputed text features (MAG-BERT's gate sits inside BERT: no)."""
+    from dlf.config import build_config
+    from dlf.errors import DLFError
+
+    try:
+        build_config("mosi", (variant, load_catalogue()[variant].overrides), ("probe", {"model.text_encoder": "features"}))
+    except DLFError:
+        return False
+    return True
+
+
+def bert_baselines() -> list[str]:
+    """The baselines that fine-tune BERT by default (their papers' setting)."""
     from dlf.config import build_config
 
-    cat = load_catalogue()
-    names = [n for n, v in cat.items() if v.group == BASELINE_GROUP
-             and build_config("mosi", (n, v.overrides)).model.text_encoder == "features"]
-    return sorted(names, key=lambda n: cat[n].order)
+    return [n for n in baselines()
+            if build_config("mosi", (n, load_catalogue()[n].overrides)).model.text_encoder == "bert"]
 
 
 def raw_study(name: str) -> dict:

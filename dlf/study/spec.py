@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from dlf.config import RunConfig, apply_overrides, build_config
+from dlf.config import DEFAULT_FAMILY, RunConfig, apply_overrides, build_config, flatten, valid_paths
 from dlf.errors import DLFError
 from dlf.study.file import (
     STUDY_KEYS,
@@ -128,7 +128,9 @@ def expand(study: StudySpec, data_root=None, set_overrides: Mapping[str, Any] | 
     Seed-major order means a study stopped half-way already has every variant at the first
     seeds. Layers per run: preset(corpus) -> study ``set`` -> ``overrides_file`` -> ``set_file``
     -> ``set_overrides`` (CLI --set) -> the variant's overrides, last so that a shared override
-    never undoes an ablation.
+    never undoes an ablation. A shared layer may hold paths of several families (``model.pretrained``
+    for every BERT family of Table 1): each run takes the paths its own family has, and a path that no
+    run of the study takes is refused.
     """
     shared = list(study.shared_layers())
     if set_file is not None:
@@ -139,11 +141,13 @@ def expand(study: StudySpec, data_root=None, set_overrides: Mapping[str, Any] | 
     version = code_version()
     datasets = _Datasets(data_root)
     specs: list[RunSpec] = []
+    taken: set[str] = set()
     for seed in study.seeds:
         for dataset in study.datasets:
             for name in study.variants:
                 variant = study.variant(name)
-                layers = [*shared, (f"variant {name} ({variant.source})", variant.overrides)]
+                own = (f"variant {name} ({variant.source})", variant.overrides)
+                layers = [*_for_family(shared, _family(shared, own), taken), own]
                 cfg, ref, fp = datasets.config_for(dataset, layers)
                 cfg = apply_overrides(cfg, {"seed": seed}, source=f"{study.path}: seeds")
                 specs.append(RunSpec(
@@ -153,7 +157,39 @@ def expand(study: StudySpec, data_root=None, set_overrides: Mapping[str, Any] | 
                     group=variant.group, label=variant.label, latex=variant.latex, order=variant.order,
                 ))
     _reject_duplicate_keys(study, specs)
+    _reject_untaken(shared, taken)
     return specs
+
+
+def _family(shared, own) -> str:
+    family = DEFAULT_FAMILY
+    for _, overrides in [*shared, own]:
+        family = str(flatten(overrides).get("model.family", family))
+    return family
+
+
+def _for_family(shared, family: str, taken: set[str]) -> list:
+    """The shared layers without the paths of other families (a path no family has is kept, so that
+    the config names it as unknown); ``taken`` collects the paths some run applied."""
+    from dlf.models.registry import family_names
+
+    own = set(valid_paths(family))
+    foreign = {p for f in family_names() if f != family for p in valid_paths(f)} - own
+    out = []
+    for source, overrides in shared:
+        flat = flatten(overrides)
+        kept = {k: v for k, v in flat.items() if k not in foreign}
+        taken.update(kept)
+        out.append((source, kept))
+    return out
+
+
+def _reject_untaken(shared, taken: set[str]) -> None:
+    for source, overrides in shared:
+        for path in flatten(overrides):
+            if path not in taken:
+                raise DLFError(f"{source}: {path} belongs to no model family of this study's runs; "
+                               f"remove it, or add a variant of a family that has it")
 
 
 def _reject_seed(layers) -> None:
