@@ -82,6 +82,7 @@ def test_reference_key_set_equals_the_real_official_state_dict():
     assert sum(v.numel() for v in real.values()) == 2_923_340
 
 
+@pytest.mark.slow
 def test_mosei_names_shapes_and_round_trip(tmp_path):
     state = random_state(MOSEI_SHAPES)
     conv = convert_official_state(state, "mosei")

@@ -161,6 +161,7 @@ TUNE = ["--dataset", "synthetic-mosi", "--trials", "1", "--no-progress", "--no-p
     ("damaged line 3", "line 3 is damaged"), ("incomplete last line", "last line ({after}) is incomplete"),
     ("text", "not an Optuna journal"), ("yaml", "not an Optuna journal"),
     ("json, not a journal", "not an Optuna journal")])
+@pytest.mark.slow
 def test_tune_on_a_damaged_journal_is_one_line_and_leaves_it_untouched(kind, says, good_journal, tmp_path,
                                                                       monkeypatch, capsys):
     says = says.format(after=len(good_journal.read_bytes().splitlines()) + 1)
@@ -175,6 +176,7 @@ def test_tune_on_a_damaged_journal_is_one_line_and_leaves_it_untouched(kind, say
     assert not store.exists()  # refused before a tracking run was opened for the search
 
 
+@pytest.mark.slow
 def test_the_default_journal_and_a_sqlite_file_as_storage(good_store, tmp_path, monkeypatch, capsys):
     home = tmp_path / "home"
     monkeypatch.setenv("DLF_HOME", str(home))

@@ -124,6 +124,7 @@ def _observed(lock, refused: threading.Event):
     return lock
 
 
+@pytest.mark.slow
 def test_an_interrupt_just_after_the_run_is_created_closes_it_as_killed(specs, uri, monkeypatch):
     """Ctrl-C between the row's commit and the caller holding its id must not leave it RUNNING."""
     real = tracking.create_seed_run

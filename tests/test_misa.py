@@ -183,6 +183,9 @@ def test_another_familys_or_an_incomplete_state_dict_is_refused_before_any_bert_
     dlf_state = build_model(preset("mosi"), MOSI, {"l": 50, "a": 50, "v": 50}).state_dict()
     with pytest.raises(DLFError, match="keys are not part of MMSA's MISA"):
         IMPL.convert_official(dlf_state, "mosi", dims=MOSI, seq_lens=LENS)
+
+
+def test_an_incomplete_state_dict_is_refused_with_what_is_missing():
     model, _ = features_model()
     mmsa = {f"Model.{k}": v for k, v in model.state_dict().items() if not k.startswith("fusion.")}
     with pytest.raises(DLFError, match=r"4 tensors of MMSA's MISA are missing: Model\.fusion\.fusion_layer_1\.bias"):

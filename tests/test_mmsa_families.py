@@ -82,3 +82,16 @@ print('torch' in sys.modules)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False"], out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("family", BATCHNORM_FAMILIES)
+def test_a_last_batch_of_one_sample_is_refused_before_training_for_a_batchnorm_family(family, tiny_mosi):
+    """MMSA keeps the last partial batch, and BatchNorm cannot normalise one sample in training: a
+    batch size that leaves one (51 samples in batches of 50) is one line naming a size that works."""
+    from dlf.data.mmsa import load_dataset
+    from dlf.train.loop import Runtime, train_run
+
+    cfg = build_config("mosi", ("t", {"model.family": family, "train.batch_size": 50, "train.max_epochs": 1}))
+    with pytest.raises(DLFError, match=r"^train.batch_size=50: the 51 training samples of .* leave a last batch "
+                                       r"of one sample, .*; use e.g. --set train.batch_size=51$"):
+        train_run(cfg, load_dataset(str(tiny_mosi)), Runtime(device="cpu", threads=1))

@@ -88,6 +88,7 @@ def test_a_study_yaml_names_the_runs_it_expects(uri, tmp_path, monkeypatch, caps
     assert "only_a@synthetic-mosi#2" not in stderr  # not part of this YAML (still reported as tracked)
 
 
+@pytest.mark.slow
 def test_no_runs_is_one_line_and_exit_2(uri, tmp_path, monkeypatch, capsys):
     code, _, stderr = report(monkeypatch, capsys, "nothing-here", "--tracking-uri", uri)
     assert code == 2 and stderr.startswith("error: no finished runs for nothing-here")

@@ -103,6 +103,24 @@ def test_plan_table1_on_a_data_root(tmp_path, data_root):
     assert f"{n * 10} pending, 0 cached" in out.output
 
 
+@pytest.mark.slow
+def test_plan_costs_a_baseline_by_its_patience_not_its_open_epoch_cap(tmp_path, data_root):
+    """MMSA's recipes set no epoch cap (1000 epochs) and let patience 8 end a run: the estimate counts
+    5 x patience = 40 epochs, not 1000."""
+    from dlf.models.registry import build_model, family_of
+    from dlf.study.catalogue import REFERENCE_SHAPES
+    from dlf.study.plan import CPU_RATE, plan_rows
+
+    study = load_study(available_copy("table1", tmp_path)[0])
+    specs = [s for s in expand(study, data_root=data_root) if s.variant == "lf_dnn" and s.corpus == "mosi"]
+    rows, total, how = plan_rows(specs, f"sqlite:///{tmp_path / 'none.db'}")
+    cfg = specs[0].config
+    assert (cfg.train.max_epochs, cfg.train.patience) == (1000, 8)
+    params = family_of(cfg).summary(build_model(cfg, *REFERENCE_SHAPES["mosi"]))["total"]
+    assert [r.seconds for r in rows] == pytest.approx([params * 1284 * 40 * CPU_RATE] * 5)
+    assert "at most 5 x patience" in how and total == pytest.approx(sum(r.seconds for r in rows))
+
+
 def tune_args(study, *extra: str) -> list[str]:
     # 51 training samples: 4 micro-batches of 16, fewer than MulT's 8 per step
     return ["tune", str(study), "--dataset", "synthetic-mosi", "--trials", "2", "--set", "data.scale=0.04",

@@ -146,8 +146,9 @@ def _warm_imports(spec) -> None:
             import torch._inductor.config  # noqa: F401 - private, hence the guard
         except ImportError:
             pass
-        import dlf.models.dlf.losses  # noqa: F401
-        import dlf.models.dlf.model  # noqa: F401
+        from dlf.models.registry import family_of
+
+        family_of(spec.config)  # the run's family: its model, losses and whatever they import
         if spec.config.model.text_encoder != "features":
             import transformers  # noqa: F401
 

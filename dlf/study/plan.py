@@ -2,10 +2,11 @@
 
 Cost per pending run, in order of preference:
 - measured: the mean ``train_seconds`` of FINISHED runs of the same variant on the same dataset;
-- estimate: parameters (outside the text encoder) x training samples x ``train.max_epochs`` x a
-  rate in seconds per (parameter x sample x epoch). The rate is calibrated on this study's finished
-  runs when there are any, else it is :data:`CPU_RATE`, measured once on a 2-core laptop CPU in
-  ``features`` text mode. ``max_epochs`` is an upper bound: early stopping usually ends sooner.
+- estimate: parameters (outside the text encoder) x training samples x epochs x a rate in seconds
+  per (parameter x sample x epoch). The epochs are ``train.max_epochs``, or :data:`PATIENCE_FACTOR`
+  x ``train.patience`` when that is fewer: the MMSA recipes set no epoch cap (1000) and let early
+  stopping end a run. The rate is calibrated on this study's finished runs when there are any, else
+  it is :data:`CPU_RATE`, measured once on a 2-core laptop CPU in ``features`` text mode.
 """
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from dataclasses import dataclass
 # Seconds per (parameter x training sample x epoch): full DLF (1.63 M parameters), synthetic-MOSI at
 # scale 0.1, one CPU thread, features text mode, validation included (8.6 s CPU for 3 epochs).
 CPU_RATE = 1.4e-8
+# Epochs an early-stopped run is assumed to take, per epoch of patience (DLF's official runs on MOSI
+# stop after 30-60 epochs with patience 10; MMSA's after 20-40 with patience 8).
+PATIENCE_FACTOR = 5
 
 
 @dataclass
@@ -38,8 +42,8 @@ def plan_rows(specs: list, tracking_uri: str) -> tuple[list[PlanRow], float, str
             continue
         same = measured.get((spec.variant, spec.dataset))
         if same:
-            # Same max_epochs: the measured time (early stopping included); else per epoch x max_epochs.
-            mean = statistics.fmean(t if m == spec.config.train.max_epochs else t / e * spec.config.train.max_epochs
+            # Same max_epochs: the measured time (early stopping included); else per epoch x epochs.
+            mean = statistics.fmean(t if m == spec.config.train.max_epochs else t / e * _epochs(spec.config)
                                     for t, e, m in same)
             row = PlanRow(spec, False, mean, f"measured ({len(same)} runs)")
         elif units[spec.key]:
@@ -51,7 +55,8 @@ def plan_rows(specs: list, tracking_uri: str) -> tuple[list[PlanRow], float, str
     kinds = {r.source.split(" ")[0] for r in rows if not r.cached}
     parts = ["measured: finished runs of the same variant"] if "measured" in kinds else []
     if "estimate" in kinds:
-        parts.append(f"estimate: params x samples x max_epochs at the {rate_source}")
+        parts.append(f"estimate: params x samples x epochs (max_epochs, at most {PATIENCE_FACTOR} x patience) "
+                     f"at the {rate_source}")
     return rows, total, "; ".join(parts) or "nothing pending"
 
 
@@ -75,8 +80,8 @@ def _rate(specs: list, finished: dict, units: dict) -> tuple[float, str]:
         run = finished.get(spec.key)
         seconds = run.data.metrics.get("train_seconds") if run else None
         if seconds is not None and units[spec.key]:
-            epochs = run.data.metrics.get("epochs") or spec.config.train.max_epochs
-            rates.append(seconds / (units[spec.key] * epochs / spec.config.train.max_epochs))
+            epochs = run.data.metrics.get("epochs") or _epochs(spec.config)
+            rates.append(seconds / (units[spec.key] * epochs / _epochs(spec.config)))
     if rates:
         return statistics.median(rates), f"rate from {len(rates)} finished runs"
     return CPU_RATE, "CPU rate of a 2-core laptop"
@@ -99,7 +104,7 @@ _PARAMS: dict[tuple, int | None] = {}
 
 
 def _work_units(spec) -> float | None:
-    """parameters x training samples x max_epochs of one run, or None if the model cannot be built."""
+    """parameters x training samples x epochs of one run, or None if the model cannot be built."""
     from dlf.data.synthetic import SPLIT_SIZES, split_sizes
 
     cfg = spec.config
@@ -108,7 +113,12 @@ def _work_units(spec) -> float | None:
     if ident not in _PARAMS:
         _PARAMS[ident] = _parameters(spec)
     params = _PARAMS[ident]
-    return None if params is None else float(params) * n_train * cfg.train.max_epochs
+    return None if params is None else float(params) * n_train * _epochs(cfg)
+
+
+def _epochs(cfg) -> int:
+    t = cfg.train
+    return min(t.max_epochs, PATIENCE_FACTOR * t.patience) if t.patience else t.max_epochs
 
 
 def _parameters(spec) -> int | None:

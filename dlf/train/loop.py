@@ -135,7 +135,7 @@ def train_run(cfg: RunConfig, dataset: Any, runtime: Runtime = Runtime(), on_epo
         model = build_model(cfg, dataset.dims, dataset.seq_lens).to(device)
         splits = {name: SplitTensors.from_split(dataset.splits[name], cfg.model.text_encoder, device)
                   for name in ("train", "valid", "test")}
-        _check_steps(cfg, splits["train"].n, getattr(dataset, "display_name", "the dataset"))
+        _check_steps(model, cfg, splits["train"].n, getattr(dataset, "display_name", "the dataset"))
         with _lane_pool(model, cfg, device, runtime) as pool:
             start = time.perf_counter()
             history, best_epoch, best_state, stopped = _fit(model, cfg, splits, pool, on_epoch, progress)
@@ -166,13 +166,20 @@ def _lane_pool(model: torch.nn.Module, cfg: RunConfig, device: torch.device, run
     return LanePool(lanes, each)
 
 
-def _check_steps(cfg: RunConfig, n_train: int, name: str) -> None:
-    micro = math.ceil(n_train / cfg.train.batch_size)
+def _check_steps(model: torch.nn.Module, cfg: RunConfig, n_train: int, name: str) -> None:
+    bs = cfg.train.batch_size
+    micro = math.ceil(n_train / bs)
     if micro < cfg.train.accumulation:
         raise DLFError(
             f"train.accumulation={cfg.train.accumulation}: {name} has only {micro} training micro-batches of "
-            f"{cfg.train.batch_size} per epoch, so no optimizer step would ever run; "
+            f"{bs} per epoch, so no optimizer step would ever run; "
             f"set train.accumulation to at most {micro} (e.g. --set train.accumulation=1)")
+    batchnorm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if batchnorm and n_train % bs == 1:  # the reference keeps the last partial batch, and crashes on it
+        fit = next(b for b in range(bs + 1, n_train + 2) if n_train % b != 1)
+        raise DLFError(
+            f"train.batch_size={bs}: the {n_train} training samples of {name} leave a last batch of one sample, "
+            f"which the model's BatchNorm cannot normalise in training; use e.g. --set train.batch_size={fit}")
 
 
 def _fit(model: torch.nn.Module, cfg: RunConfig, splits: Mapping[str, SplitTensors], pool: LanePool,
