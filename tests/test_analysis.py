@@ -70,6 +70,31 @@ def test_relative_and_effective_robustness_on_hand_made_curves():
     assert table.set_index("variant")["rr_mean"].to_dict() == pytest.approx({"a": 75.0, "b": 65.0, "c": 58.0})
 
 
+def test_figure_choices_display_names_and_the_modality_bars_without_training(tmp_path):
+    from dlf.analysis.plots import modality_figure
+    from dlf.analysis.report_figures import check_choice
+    from dlf.analysis.runs import display_name
+    from dlf.analysis.tsne import choose_variants
+    from dlf.errors import DLFError
+
+    finished = [("full", 1), ("only_a", 1), ("full", 2)]
+    assert choose_variants("s", finished, None, 1) == ["full", "only_a"]
+    assert choose_variants("s", finished, ["only_a", "full"], 1) == ["only_a", "full"]
+    with pytest.raises(DLFError, match="--figure-variants: only_a has no finished run at seed 2 in study 's'"):
+        choose_variants("s", finished, ["only_a"], 2)
+    runs = pd.DataFrame({"variant": ["full", "only_a"], "seed": [3, 3]})
+    check_choice("s", runs, None, (), None, None)  # the first seed with runs
+    with pytest.raises(DLFError, match="--figure-seed 1: study 's' has no finished run with that seed; "
+                                       "seeds with finished runs: 3"):
+        check_choice("s", runs, [("full", "d", 1)], (), None, None)  # the study file's first seed
+    assert display_name("synthetic-mosi", "mosi", True) == "synthetic-MOSI (generated data)"
+    assert display_name("mosei", "mosei", False) == "MOSEI"
+    rows = [{"label": "DLF", "acc2_mean": 80.0, "acc2_std": 1.0, "acc2_n": 2},
+            {"label": "only L", "acc2_mean": 70.0, "acc2_std": None, "acc2_n": 1}]
+    paths = modality_figure(rows, tmp_path / "m", "title", ["acc2"])
+    assert [p.suffix for p in paths] == [".pdf", ".png"] and all(p.stat().st_size > 0 for p in paths)
+
+
 @pytest.mark.slow
 def test_report_figures_draw_the_tsne_and_the_modality_bars(study, tmp_path, monkeypatch, capsys):
     path, uri = study
