@@ -15,7 +15,7 @@ import dlf
 CORE_TOP = ["config", "domains", "errors", "resources", "metrics", "startup"]
 CORE_WINGS = ("data", "models", "train")
 FORBIDDEN = ["mlflow", "optuna", "typer", "pandas", "rich", "sklearn", "scipy", "dlf.study", "dlf.run",
-             "dlf.tune", "dlf.report", "dlf.cli", "dlf.cluster"]
+             "dlf.tune", "dlf.report", "dlf.cli", "dlf.cluster", "dlf.analysis"]
 
 # One interpreter imports the core modules one by one and records, after each, which forbidden
 # modules have appeared: the first module to show one is the culprit.

@@ -23,9 +23,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from dlf.cli import checkpoint_cmd, cluster_cmd, data_cmd, model_cmd, report_cmd, run_cmd, tune_cmd
+    from dlf.cli import analysis_cmd, checkpoint_cmd, cluster_cmd, data_cmd, model_cmd, report_cmd, run_cmd, tune_cmd
 
-    for mod in (data_cmd, model_cmd, checkpoint_cmd, run_cmd, tune_cmd, report_cmd, cluster_cmd):
+    for mod in (data_cmd, model_cmd, checkpoint_cmd, run_cmd, tune_cmd, report_cmd, analysis_cmd, cluster_cmd):
         mod.register(app)
 
 

@@ -49,23 +49,29 @@ def evaluate(
     device: DeviceOpt = "cpu",
     outputs: Optional[Path] = typer.Option(
         None, "--outputs", help="Write every named output of the model per sample (with id, label) to this .npz."),
+    features: Optional[Path] = typer.Option(
+        None, "--features", help="Write the model's representations per sample to this .npz: 'fused' (what its "
+        "output layer reads) and each branch's vector, with id, label and class7 (families that expose them)."),
 ) -> None:
     """Metrics of a saved model on one split, and optionally its per-sample predictions and outputs."""
     from dlf.data.fingerprint import check_output_file
-    from dlf.train.checkpoint import evaluate_checkpoint, write_outputs, write_predictions
+    from dlf.train.checkpoint import evaluate_checkpoint, write_features, write_outputs, write_predictions
 
-    for path, flag in ((predictions, "--predictions"), (outputs, "--outputs")):
+    for path, flag in ((predictions, "--predictions"), (outputs, "--outputs"), (features, "--features")):
         if path is not None:  # refused now, not after a possibly long evaluation
             check_output_file(path, flag)
     result = evaluate_checkpoint(checkpoint, dataset, split, data_root=data_root, device=device,
-                                 outputs=outputs is not None)
+                                 outputs=outputs is not None, features=features is not None)
     if predictions is not None:
         write_predictions(predictions, result.ids, result.labels, result.preds)
     if outputs is not None:
         write_outputs(outputs, result)
+    if features is not None:
+        write_features(features, result)
     if as_json:
         typer.echo(json.dumps({"dataset": result.dataset, "split": split, "n": len(result.ids),
-                               "metrics": result.metrics, "predictions": str(predictions) if predictions else None}))
+                               "metrics": result.metrics, "predictions": str(predictions) if predictions else None,
+                               "features": str(features) if features else None}))
         return
     _print(result, checkpoint, predictions)
 

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from dlf.cli.options import TrackingUriOpt
+from dlf.cli.options import DataRootOpt, TrackingUriOpt
 
 StudiesArg = typer.Argument(None, metavar="[STUDY]...",
                             help="Study names or study YAMLs; none = every study in the tracking store.")
@@ -33,8 +33,19 @@ def report(
                                   "(shown for real MOSI/MOSEI runs only)."),
     alpha: float = typer.Option(0.05, "--alpha", min=0.0, max=1.0, help="Significance level of the paired "
                                 "t-tests against the full model (Holm-corrected)."),
-    figures: bool = typer.Option(True, "--figures/--no-figures", help="With a file format, also draw the "
-                                 "ablation bar chart and the 7-class confusion matrix (PDF and PNG)."),
+    figures: Optional[bool] = typer.Option(
+        None, "--figures/--no-figures", show_default=False, help="Default: with a file format, also draw the "
+        "ablation bar chart and the 7-class confusion matrix (PDF and PNG). --figures: also, with or without a "
+        "file format, the t-SNE of the fused test representations per variant (the paper's Figure 5; evaluates "
+        "the tracked checkpoints again) and the per-modality bars of the only_* variants (Figure 1, right)."),
+    figures_dir: Optional[Path] = typer.Option(None, "--figures-dir", help="Folder for the --figures figures "
+                                               "(default: the --out folder)."),
+    figure_variants: Optional[str] = typer.Option(None, "--figure-variants", help="Comma-separated variants "
+                                                  "for the t-SNE panels, e.g. full,wo_fdm (default: every "
+                                                  "variant with a finished run)."),
+    figure_seed: Optional[int] = typer.Option(None, "--figure-seed", help="Seed whose checkpoints the t-SNE "
+                                              "reads (default: the study's first seed)."),
+    data_root: DataRootOpt = None,
     quoted: bool = typer.Option(False, "--quoted", help="Table 1: also show the paper's rows of the methods "
                                 "trained here (by default only untrained methods, e.g. PMR, are quoted)."),
 ) -> None:
@@ -48,8 +59,10 @@ def report(
     from dlf.report.render import to_rich
 
     console, err = Console(), Console(stderr=True)
-    opts = ReportOptions(tuple(studies or ()), tracking_uri, latex, markdown, csv, figures, out,
-                         std_ddof, not no_paper, alpha, quoted)
+    variants = tuple(v.strip() for v in (figure_variants or "").split(",") if v.strip())
+    opts = ReportOptions(tuple(studies or ()), tracking_uri, latex, markdown, csv, figures is not False, out,
+                         std_ddof, not no_paper, alpha, quoted, analysis=bool(figures), figures_dir=figures_dir,
+                         figure_variants=variants, figure_seed=figure_seed, data_root=data_root)
     with err.status("reading the tracked runs") as status:  # transient: gone once done
         reports = make_report(opts, progress=status.update)
     for rep in reports:

@@ -22,7 +22,7 @@ from dlf.errors import DLFError
 from dlf.models.registry import Converted
 
 __all__ = ["PREFIX", "REFERENCE_DIMS", "UNALIGNED_LENS", "time_mean", "l1_loss_terms", "parameter_summary",
-           "shape", "sizes_from_shapes", "convert_mmsa"]
+           "shape", "sizes_from_shapes", "convert_mmsa", "output_features"]
 
 PREFIX = "Model."  # MMSA's AMIO wrapper holds the model as ``self.Model``
 _BOOKKEEPING = (".version",)  # fairseq-style buffers (MULT's): not state of the computation
@@ -48,6 +48,15 @@ def time_mean(x: torch.Tensor, over_padding: bool = True) -> torch.Tensor:
     steps = torch.arange(1, x.shape[1] + 1, device=x.device)
     length = (x.ne(0).any(dim=-1) * steps).amax(dim=1).clamp(min=1)  # (B,) last non-zero frame, 1-based
     return x.sum(dim=1) / length.unsqueeze(-1).to(x.dtype)
+
+
+def output_features(names: Mapping[str, str]) -> Callable[[Any, Mapping[str, torch.Tensor]], dict]:
+    """A ``features`` hook that renames MMSA's output vectors, e.g. {"fused": "Feature_f", "enhanced_l":
+    "Feature_t"}; an output the model did not produce (a modality subset) is left out."""
+    def features(model: Any, out: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {ours: out[theirs] for ours, theirs in names.items() if theirs in out}
+
+    return features
 
 
 def l1_loss_terms(out: Mapping[str, torch.Tensor], labels: torch.Tensor, cfg: Any) -> dict[str, torch.Tensor]:

@@ -7,7 +7,8 @@ A family is two halves, so that planning a study never imports torch:
   i.e. the family's own training recipe) and where its implementation lives.
 - ``ModelFamily`` (heavy, torch): build a model from a run config and the data's widths and lengths;
   the named loss terms of its outputs (``total`` plus each term, already weighted by the config); the
-  prediction that metrics read; a parameter summary; optionally the import of official weights.
+  prediction that metrics read; a parameter summary; optionally the import of official weights and
+  the per-sample representations analyses read (``features``: the fused vector and each branch's).
 
 Every model is called as ``model(text, audio, vision, with_losses=...)`` (``with_losses=False`` at
 inference, when the outputs only the loss terms read may be skipped) and returns its named outputs.
@@ -31,7 +32,7 @@ from dlf.errors import DLFError
 
 __all__ = ["FamilySpec", "ModelFamily", "Converted", "register", "family_spec", "family_names", "implementation",
            "family_of", "build_model", "prediction",
-           "named_outputs"]
+           "named_outputs", "features"]
 
 
 
@@ -67,6 +68,9 @@ class ModelFamily:
     # are the dataset's, for families whose weights do not fix them
     convert_official: Callable[..., Any] | None = None
     param_groups: Callable[..., list] | None = None  # (model, cfg) -> Adam groups; default: every trainable one
+    # (model, outputs) -> {name: (B, d) tensor}: the per-sample representations for analyses, ``fused``
+    # (what the family's output layer reads) first, then its branches; None: the family exposes none
+    features: Callable[[Any, Any], dict] | None = None
 
 
 _SPECS: dict[str, FamilySpec] = {}
@@ -180,3 +184,25 @@ def named_outputs(outputs: Any, prefix: str = "") -> dict[str, Any]:
 def prediction(model: Any, outputs: Any):
     """The (B,) prediction of ``model``'s outputs, as its family defines it."""
     return implementation(model.family).prediction(outputs)
+
+
+def features(model: Any, outputs: Any) -> dict[str, Any]:
+    """The (B, d) representations of ``model``'s outputs (``fused`` first) as its family names them;
+    a family without the hook is refused in one line."""
+    hook = implementation(model.family).features
+    if hook is None:
+        raise DLFError(f"model family {model.family!r} exposes no features; families that do: "
+                       f"{', '.join(feature_families())}")
+    return hook(model, outputs)
+
+
+def feature_families() -> list[str]:
+    """The known families with a ``features`` hook (imports each family's implementation)."""
+    out = []
+    for name in family_names():
+        try:
+            if implementation(name).features is not None:
+                out.append(name)
+        except (DLFError, ImportError):  # a plugin that cannot load is not listed here
+            continue
+    return out

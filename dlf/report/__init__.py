@@ -26,6 +26,11 @@ class ReportOptions:
     paper: bool = True  # the paper's numbers and our gap to them, for real MOSI/MOSEI rows
     alpha: float = 0.05
     quoted: bool = False  # Table 1: the paper's rows of the methods we trained too (hidden by default)
+    analysis: bool = False  # also Figure 5 (t-SNE, from the checkpoints) and Figure 1 right (per modality)
+    figures_dir: Path | None = None  # where those go (default: the study's output folder)
+    figure_variants: tuple[str, ...] = ()  # t-SNE panels (default: every variant with a finished run)
+    figure_seed: int | None = None  # the seed whose checkpoints the t-SNE reads (default: the study's first)
+    data_root: Path | None = None  # for real corpora whose file moved since training
 
     @property
     def writes_files(self) -> bool:
@@ -74,6 +79,11 @@ def make_report(opts: ReportOptions, progress: Callable[[str], None] | None = No
     frame = aggregate(finished, ddof=opts.ddof, alpha=opts.alpha, paper=paper)
     order = {name: list(dict.fromkeys(d for _, d, _ in s)) for name, s in slots.items() if s}
     tables = build_tables(frame, paper, opts.paper, opts.ddof, opts.alpha, order, opts.quoted)
+    if opts.analysis:  # its choices refused before any file is written
+        from dlf.analysis.report_figures import check_choice
+
+        for study, mine in finished.groupby("study", sort=False):
+            check_choice(study, mine, slots.get(study), opts.figure_variants, opts.figure_seed, opts.figures_dir)
     reports = []
     for study in dict.fromkeys(list(slots) or list(finished["study"])):
         mine = got.problems[got.problems["study"] == study].drop(columns="study")
@@ -86,8 +96,20 @@ def make_report(opts: ReportOptions, progress: Callable[[str], None] | None = No
             say(f"writing {study} to {rep.out_dir}")
             rep.written = write_study(rep, opts, finished[finished["study"] == study],
                                       got.predictions[got.predictions["study"] == study])
+        if opts.analysis and rep.tables:
+            rep.written += _analysis(rep, opts, uri, finished[finished["study"] == study], say)
         reports.append(rep)
     return reports
+
+
+def _analysis(rep: StudyReport, opts: ReportOptions, uri: str, runs, say) -> list[Path]:
+    from dlf.analysis.report_figures import analysis_figures
+
+    out = opts.figures_dir or _out_dir(opts, rep.study)
+    paths, warnings = analysis_figures(uri, rep.study, runs, out, opts.figure_variants, opts.figure_seed,
+                                       opts.ddof, opts.data_root, say)
+    rep.warnings += warnings
+    return paths
 
 
 def _out_dir(opts: ReportOptions, study: str) -> Path:

@@ -23,6 +23,7 @@ from dlf.errors import DLFError
 from dlf.data.fingerprint import atomic_write
 
 __all__ = ["save_checkpoint", "load_checkpoint", "dataset_meta", "evaluate_checkpoint", "write_predictions",
+           "write_outputs", "write_features",
            "Evaluation", "FORMAT"]
 
 FORMAT = "dlf-ablate-checkpoint"
@@ -135,31 +136,50 @@ class Evaluation:
     dataset: str  # display name ("MOSI", "synthetic-MOSI", ...)
     split: str
     outputs: dict[str, np.ndarray] | None = None  # every named output per sample, when asked for
+    features: dict[str, np.ndarray] | None = None  # the family's representations per sample, when asked for
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, split: str = "test", data_root: Any = None,
-                        device: str = "cpu", batch_size: int | None = None, outputs: bool = False) -> Evaluation:
-    """``msa_metrics`` of a saved model on ``split`` of ``dataset`` (loaded with the checkpoint's data config)."""
+                        device: str = "cpu", batch_size: int | None = None, outputs: bool = False,
+                        features: bool = False) -> Evaluation:
+    """``msa_metrics`` of a saved model on ``split`` of ``dataset`` (loaded with the checkpoint's data config);
+    ``features``: also the family's per-sample representations (refused before any data is read when the
+    family exposes none)."""
     from dlf.data.mmsa import load_dataset
-    from dlf.train.evaluation import SplitTensors, all_outputs, evaluate
+    from dlf.models.registry import implementation
+    from dlf.train.evaluation import SplitTensors, all_features, all_outputs, evaluate
     from dlf.train.loop import resolve_device
 
     dev = resolve_device(device)
     model, cfg, meta = load_checkpoint(checkpoint, map_location=dev)
+    if features and implementation(cfg.model.family).features is None:
+        raise DLFError(f"{checkpoint}: model family {cfg.model.family!r} exposes no features; "
+                       "evaluate it without --features")
     ds = load_dataset(dataset, cfg.data, data_root)
     if split not in ds.splits:
         raise DLFError(f"--split {split!r}: dataset {dataset!r} has splits {sorted(ds.splits)}")
     _check_shapes(Path(checkpoint), meta, cfg, ds, dataset)
     data = SplitTensors.from_split(ds.splits[split], cfg.model.text_encoder, dev)
     preds, metrics = evaluate(model, data, batch_size or cfg.train.eval_batch_size)
-    named = all_outputs(model, data, batch_size or cfg.train.eval_batch_size) if outputs else None
+    batch = batch_size or cfg.train.eval_batch_size
+    named = all_outputs(model, data, batch) if outputs else None
+    vectors = all_features(model, data, batch) if features else None
     return Evaluation(metrics, list(ds.splits[split].ids), data.labels_numpy(), np.asarray(preds, dtype=np.float32),
-                      ds.display_name, split, named)
+                      ds.display_name, split, named, vectors)
 
 
 def write_outputs(path: str | os.PathLike, result: Evaluation) -> Path:
     """An ``.npz`` of every named output (keys as the corpus names them) plus ``id`` and ``label``."""
     arrays = {**(result.outputs or {}), "id": np.asarray(result.ids, dtype=str), "label": result.labels}
+    return atomic_write(path, lambda fh: np.savez(fh, **arrays))
+
+
+def write_features(path: str | os.PathLike, result: Evaluation) -> Path:
+    """An ``.npz`` of the family's representations (``fused``, then each branch's, (N, d) float32) plus
+    ``id``, ``label`` (N,) and ``class7`` (N,): round(clip(label, -3, 3)) + 3, the Acc-7 class index."""
+    labels = np.asarray(result.labels, dtype=np.float32)
+    arrays = {**(result.features or {}), "id": np.asarray(result.ids, dtype=str), "label": labels,
+              "class7": (np.round(np.clip(labels, -3.0, 3.0)) + 3).astype(np.int64)}
     return atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 

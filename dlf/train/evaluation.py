@@ -15,7 +15,7 @@ from dlf.errors import DLFError
 from dlf.models.registry import prediction
 from dlf.train.lanes import LanePool
 
-__all__ = ["SplitTensors", "predict", "evaluate", "all_outputs"]
+__all__ = ["SplitTensors", "predict", "evaluate", "all_outputs", "all_features"]
 
 
 @dataclass
@@ -95,6 +95,24 @@ def all_outputs(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64
             out = named_outputs(model(data.text[sl], data.audio[sl], data.vision[sl], with_losses=True))
             for name, value in out.items():
                 parts.setdefault(name, []).append(value.detach().float().cpu().numpy())
+    model.train(was_training)
+    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+
+
+def all_features(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """The family's per-sample representations over the split (``features`` of the model seam: ``fused``
+    and each branch's vector, (N, d) each), batch by batch in order, in eval mode without autograd."""
+    from dlf.models.registry import features
+
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[np.ndarray]] = {}
+    with torch.inference_mode():
+        for start in range(0, data.n, batch_size):
+            sl = slice(start, start + batch_size)
+            out = model(data.text[sl], data.audio[sl], data.vision[sl], with_losses=False)
+            for name, value in features(model, out).items():
+                parts.setdefault(name, []).append(value.detach().float().reshape(value.shape[0], -1).cpu().numpy())
     model.train(was_training)
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 

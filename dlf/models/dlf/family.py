@@ -12,5 +12,10 @@ def prediction(out: DLFOutput):
     return out.pred
 
 
+def features(model, out: DLFOutput) -> dict:
+    """``fused`` (the final head's input), ``shared``, ``specific_<m>`` and ``enhanced_<m>`` (DLFOutput.features)."""
+    return dict(out.features)
+
+
 FAMILY = ModelFamily(build=build_model, loss_terms=loss_terms, prediction=prediction, summary=parameter_summary,
-                     convert_official=convert_official_state)
+                     convert_official=convert_official_state, features=features)

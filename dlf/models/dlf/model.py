@@ -52,6 +52,10 @@ class DLFOutput:
     recon: dict[str, torch.Tensor] = field(default_factory=dict)  # X~_m (B, T'_m, d)
     specific_re: dict[str, torch.Tensor] = field(default_factory=dict)  # S'_m (B, T'_m, d)
     shared_sim: dict[str, torch.Tensor] = field(default_factory=dict)  # triplet features (B, d)
+    # per-sample representations (B, width) for analyses (``features`` of the family seam): ``fused`` (what
+    # the final head reads), ``shared`` (c_fusion, what the shared head reads), ``specific_<m>`` (S_m at
+    # its last step: X_m w/o FDM), ``enhanced_<m>`` (g_m: the enhanced branch after its head, fused next)
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,9 @@ class DLF(nn.Module):
             pred_shared=self.shared_head.predict(self.shared_head(c_fusion)) if self.parts.shared_head else None,
             pred_specific={m: self.specific_heads[m].predict(g[m]) for m in self.modalities
                            if m in self.parts.specific_out},
-            proj=x, **fdm)
+            proj=x, **fdm, features={"fused": fused, "shared": c_fusion,
+                                     **{f"specific_{m}": specific[m][:, -1] for m in self.modalities},
+                                     **{f"enhanced_{m}": g[m] for m in self.modalities}})
 
     def extract(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """modality -> raw input -> X_m (B, T'_m, d)."""

@@ -22,7 +22,8 @@ from torch import nn
 
 from dlf.errors import DLFError
 from dlf.models._kernels import dropout
-from dlf.models.mmsa_common import convert_mmsa, l1_loss_terms, parameter_summary, sizes_from_shapes, time_mean
+from dlf.models.mmsa_common import (convert_mmsa, l1_loss_terms, output_features, parameter_summary, sizes_from_shapes,
+                                    time_mean)
 from dlf.models.registry import ModelFamily
 from dlf.models.subnets import SUBNET_WIDTHS, AudioVisualSubNet, TextSubNet
 
@@ -106,4 +107,7 @@ def convert_official(state, corpus: str, pretrained=None, source: str = "state_d
 
 
 FAMILY = ModelFamily(build=build_model, loss_terms=l1_loss_terms, prediction=lambda out: out["M"].reshape(-1),
-                     summary=parameter_summary, convert_official=convert_official, param_groups=param_groups)
+                     summary=parameter_summary, convert_official=convert_official, param_groups=param_groups,
+                     # the late-fusion vector the post-fusion layers read, and each modality's subnet output
+                     features=output_features({"fused": "Feature_f", "unimodal_l": "Feature_t",
+                                               "unimodal_a": "Feature_a", "unimodal_v": "Feature_v"}))
