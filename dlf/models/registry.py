@@ -67,6 +67,9 @@ class ModelFamily:
     # are the dataset's, for families whose weights do not fix them
     convert_official: Callable[..., Any] | None = None
     param_groups: Callable[..., list] | None = None  # (model, cfg) -> Adam groups; default: every trainable one
+    # submodules whose weights the reference code saves in files of their own (DMD's graph-distillation
+    # units): convert_official then also takes units={name: state} and fresh_units=bool
+    official_units: tuple[str, ...] = ()
 
 
 _SPECS: dict[str, FamilySpec] = {}
