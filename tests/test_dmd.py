@@ -182,6 +182,7 @@ def test_bad_imports_are_one_line_and_write_nothing(tmp_path):
     assert "keys are not part of the official DMD model: projector_a.bias" in refused(
         fx.ROOT / "official-parity" / "official_state_dict.pt", "--family", "dmd", "--fresh-units")
     assert "keeps no units apart from its model" in refused(model, "--family", "dlf", *_unit_files(tmp_path))
+    assert "--gd-hetero nope.pt: file not found" in refused(model, "--family", "dmd", "--gd-hetero", "nope.pt")
     narrow = save_bert(tmp_path / "bert24", 24)
     msg = refused(model, "--family", "dmd", "--fresh-units", "--pretrained", narrow)
     assert "BERT width 24, but the weights expect 768" in msg

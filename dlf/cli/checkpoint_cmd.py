@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 
 
 def convert_official(
-    checkpoint: Path = typer.Argument(..., help="Official DLF checkpoint (a state_dict .pth, e.g. DLFmosi.pth)."),
+    checkpoint: Path = typer.Argument(..., help="Reference checkpoint (a state_dict .pth, e.g. DLFmosi.pth, or DMD's dmd.pth)."),
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset it was trained on: mosi, mosei or a pickle path."),
     out: Path = typer.Option(..., "--out", "-o", help="dlf-ablate checkpoint file to write."),
     data_root: DataRootOpt = None,

@@ -89,4 +89,7 @@ def _unit_states(impl, family: str, units: Mapping[str, str | Path | None] | Non
     unknown = sorted(set(given) - set(impl.official_units))
     if unknown:
         raise DLFError(f"unit {unknown[0]!r}: family {family!r} has the units {', '.join(impl.official_units)}")
+    for name, path in given.items():
+        if not Path(path).is_file():
+            raise DLFError(f"--{name.replace('_', '-')} {path}: file not found; give the state_dict of the {name} unit")
     return {name: load_official_state(path) for name, path in given.items()}

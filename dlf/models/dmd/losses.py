@@ -64,47 +64,60 @@ def distillation_terms(edges: torch.Tensor, logits: torch.Tensor, reprs: torch.T
     return {"reg": reg, "logit": logit, "repr": rep}
 
 
-def _weighted(pairs) -> torch.Tensor:
-    """sum of weight * term over the pairs whose weight is positive (a zero weight is exactly 0)."""
-    kept = [w * t for w, t in pairs if w > 0]
-    return sum(kept[1:], kept[0]) if kept else None
+def _weighted(pairs, zero: torch.Tensor) -> torch.Tensor:
+    """sum of weight * term over the pairs whose weight is positive (a zero weight adds exactly nothing)."""
+    return sum((w * t for w, t in pairs if w > 0), zero)
+
+
+def _task_terms(out: Mapping[str, torch.Tensor], y: torch.Tensor, lc) -> dict[str, torch.Tensor]:
+    """The L1 of each of the eight predictions, and their weighted sum ``task``."""
+    terms = {"task_all": F.l1_loss(out["output_logit"].reshape(-1), y)}
+    for kind in ("homo", "hetero"):
+        for k in ORDER:
+            terms[f"task_{k}_{kind}"] = F.l1_loss(out[f"logits_{k}_{kind}"].reshape(-1), y)
+    terms["task_c"] = F.l1_loss(out["logits_c"].reshape(-1), y)
+    weights = [(lc.task_all, terms["task_all"]), (lc.task_c, terms["task_c"])]
+    weights += [(getattr(lc, f"task_{kind}"), terms[f"task_{k}_{kind}"]) for kind in ("homo", "hetero") for k in ORDER]
+    terms["task"] = _weighted(weights, y.new_zeros(()))
+    return terms
+
+
+def _decoupling_terms(out: Mapping[str, torch.Tensor], y: torch.Tensor, lc) -> dict[str, torch.Tensor]:
+    """recon_m, cycle_m, ortho_m per modality and their sums; the margin loss."""
+    terms = {}
+    for k in ORDER:
+        s, c = out[f"s_{k}"], out[f"c_{k}"]  # (B, T', d)
+        terms[f"recon_{k}"] = F.mse_loss(out[f"recon_{k}"], out[f"origin_{k}"])  # both (B, d, T')
+        terms[f"cycle_{k}"] = F.mse_loss(out[f"s_{k}_r"], s.transpose(1, 2))
+        terms[f"ortho_{k}"] = ortho_loss(s, c, s.shape[-1]) if lc.ortho_per_vector else ortho_batch_axis(s, c)
+    for name in ("recon", "cycle", "ortho"):
+        terms[name] = sum(terms[f"{name}_{k}"] for k in ORDER)
+    terms["margin"] = triplet_loss(*triplet_rows({k: out[f"c_{k}_sim"] for k in ORDER}, y), "official", lc.margin_scale)
+    return terms
+
+
+def _gd_terms(out: Mapping[str, torch.Tensor], lc) -> dict[str, torch.Tensor]:
+    """Each unit's reg, logit and repr terms, and its weighted loss ``homo_gd`` / ``hetero_gd``."""
+    terms = {}
+    for kind, hetero in (("homo", False), ("hetero", True)):
+        logits = torch.stack([out[f"logits_{k}_{kind}"] for k in ORDER])  # (3, B, 1)
+        reprs = torch.stack([out[f"repr_{k}_{kind}"] for k in ORDER])  # (3, B, w)
+        edges = out[f"edges_{kind}"]
+        p = prior(prior_logits(getattr(lc, f"{kind}_prior"), "loss", f"loss.{kind}_prior"), lc.prior_temperature, edges)
+        gd = distillation_terms(edges, logits, reprs, p, lc, hetero)
+        terms.update({f"{kind}_{n}": v for n, v in gd.items()})
+        used = gd["logit"] + gd["reg"]
+        terms[f"{kind}_gd"] = getattr(lc, f"gd_{kind}") * (used + gd["repr"] if hetero or lc.homo_repr_in_total else used)
+    return terms
 
 
 def loss_terms(out: Mapping[str, torch.Tensor], labels: torch.Tensor, cfg) -> dict[str, torch.Tensor]:
     """Every term of ``out`` (a DMD's outputs) against ``labels`` (B,), and ``total``."""
     lc = cfg.loss
     y = labels.reshape(-1).to(out["output_logit"].dtype)
-    zero = y.new_zeros(())
-    terms: dict[str, torch.Tensor] = {"task_all": F.l1_loss(out["output_logit"].reshape(-1), y)}
-    for kind in ("homo", "hetero"):
-        for k in ORDER:
-            terms[f"task_{k}_{kind}"] = F.l1_loss(out[f"logits_{k}_{kind}"].reshape(-1), y)
-    terms["task_c"] = F.l1_loss(out["logits_c"].reshape(-1), y)
-    terms["task"] = _weighted([(lc.task_all, terms["task_all"]), (lc.task_c, terms["task_c"])]
-                              + [(getattr(lc, f"task_{kind}"), terms[f"task_{k}_{kind}"])
-                                 for kind in ("homo", "hetero") for k in ORDER])
-    for name, a, b in (("recon", "recon_{}", "origin_{}"), ("cycle", "s_{}_r", "s_{}")):
-        for k in ORDER:
-            other = out[b.format(k)] if name == "recon" else out[b.format(k)].transpose(1, 2)
-            terms[f"{name}_{k}"] = F.mse_loss(out[a.format(k)], other)
-        terms[name] = sum(terms[f"{name}_{k}"] for k in ORDER)
-    for k in ORDER:
-        s, c = out[f"s_{k}"], out[f"c_{k}"]
-        terms[f"ortho_{k}"] = ortho_loss(s, c, s.shape[-1]) if lc.ortho_per_vector else ortho_batch_axis(s, c)
-    terms["ortho"] = sum(terms[f"ortho_{k}"] for k in ORDER)
-    terms["margin"] = triplet_loss(*triplet_rows({k: out[f"c_{k}_sim"] for k in ORDER}, y), "official", lc.margin_scale)
-    for kind, hetero in (("homo", False), ("hetero", True)):
-        logits = torch.stack([out[f"logits_{k}_{kind}"] for k in ORDER])
-        reprs = torch.stack([out[f"repr_{k}_{kind}"] for k in ORDER])
-        edges = out[f"edges_{kind}"]
-        p = prior(prior_logits(getattr(lc, f"{kind}_prior"), "loss", f"loss.{kind}_prior"), lc.prior_temperature, edges)
-        gd = distillation_terms(edges, logits, reprs, p, lc, hetero)
-        terms.update({f"{kind}_{n}": v for n, v in gd.items()})
-        in_total = gd["logit"] + gd["reg"] + (gd["repr"] if hetero or lc.homo_repr_in_total else zero)
-        terms[f"{kind}_gd"] = getattr(lc, f"gd_{kind}") * in_total
-    terms["task"] = task if (task := terms["task"]) is not None else zero
-    parts = [(1.0, terms["task"]), (lc.recon, terms["recon"]), (lc.cycle, terms["cycle"]), (lc.margin, terms["margin"]),
-             (lc.ortho, terms["ortho"])]
+    terms = {**_task_terms(out, y, lc), **_decoupling_terms(out, y, lc), **_gd_terms(out, lc)}
+    parts = [(1.0, terms["task"]), (lc.recon, terms["recon"]), (lc.cycle, terms["cycle"]),
+             (lc.margin, terms["margin"]), (lc.ortho, terms["ortho"])]
     parts += [(1.0, terms[f"{kind}_gd"]) for kind in ("homo", "hetero") if getattr(lc, f"gd_{kind}") > 0]  # weighted
-    terms["total"] = _weighted(parts)
+    terms["total"] = _weighted(parts, y.new_zeros(()))
     return terms
