@@ -1,7 +1,11 @@
 """Cost of every model family in the zoo at MOSI shapes, each under its own MOSI preset.
 
 One row per method of Table 1: the catalogue's reference ``full`` (DLF, features text mode) and every
-variant of the catalogue group "Baselines" (one per registered baseline family). Per method:
+variant of the catalogue group "Baselines" (one per registered baseline family), in the features text
+mode wherever the family has one (MISA, DMD); a family without it (MAG-BERT) runs only with ``--bert``.
+``--bert FOLDER`` adds a ``<name>+bert`` row for every baseline with a fine-tuned BERT text mode (MISA,
+MAG-BERT, DMD) around the BERT in FOLDER (e.g. the parity fixtures' tiny BERT; token ids drawn below
+its vocabulary). Per method:
 
 - params: registered parameters at the real MOSI widths and stored lengths (aligned_50, or
   unaligned_50 where the preset reads it: data.aligned), as ``model summary`` counts them;
@@ -19,7 +23,9 @@ variant of the catalogue group "Baselines" (one per registered baseline family).
 Benchmark one process at a time: two torch processes on the same cores slow each other down badly.
 
     python benchmarks/zoo.py [--threads 2] [--repeats 3] [--scale 0.12] [--methods full,mult]
-                             [--device cpu] [--no-epoch]
+                             [--device cpu] [--no-epoch] [--bert FOLDER] [--quick]
+
+``--quick`` is a smoke run: one timed step, no epoch.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ import argparse
 import gc
 import statistics
 import time
+import typing
 
 import torch
 
@@ -45,13 +52,40 @@ def methods() -> list[str]:
     return ["full"] + sorted((n for n, v in cat.items() if v.group == BASELINE_GROUP), key=lambda n: cat[n].order)
 
 
+def text_modes(cfg) -> tuple[str, ...]:
+    """The text modes a family's model section offers (DLF-style families: features and the BERT ones)."""
+    from dlf.models.registry import family_spec
+
+    hints = typing.get_type_hints(family_spec(cfg.model.family).model)
+    return typing.get_args(hints.get("text_encoder")) or ("features",)
+
+
+def rows(names: list[str], cat, bert: str | None, scale: float) -> list[tuple[str, object]]:
+    """(row name, config) per benchmarked method: features mode where the family has it, and with
+    ``bert`` a fine-tuned BERT row for every baseline that offers the ``bert`` mode."""
+    out = []
+    for name in names:
+        base = {"train.max_epochs": 1, "data.scale": scale}
+        cfg = variant_config("mosi", cat[name], base)
+        if "features" in text_modes(cfg):
+            out.append((name, variant_config("mosi", cat[name], {**base, "model.text_encoder": "features"})))
+        if bert and name != "full" and "bert" in text_modes(cfg):
+            out.append((f"{name}+bert", variant_config("mosi", cat[name], {**base, "model.text_encoder": "bert",
+                                                                          "model.pretrained": bert})))
+    return out
+
+
 def mosi_shapes(cfg) -> tuple[dict[str, int], dict[str, int]]:
     dims, lens = REFERENCE_SHAPES["mosi"]
     return dims, (lens if cfg.data.aligned else UNALIGNED_LENS["mosi"])
 
 
-def random_split(dims, lens, n: int, device: torch.device, gen: torch.Generator) -> SplitTensors:
+def random_split(dims, lens, n: int, device: torch.device, gen: torch.Generator, vocab: int = 0) -> SplitTensors:
+    """Random inputs of these shapes; ``vocab`` > 0: the text as ``text_bert`` ids below it (B, 3, T_l)."""
     x = [torch.randn(n, lens[m], dims[m], generator=gen).to(device) for m in ("l", "a", "v")]
+    if vocab:
+        ids = torch.randint(0, vocab, (n, lens["l"]), generator=gen)
+        x[0] = torch.stack([ids, torch.ones_like(ids), torch.zeros_like(ids)], dim=1).to(device)
     labels = (torch.randint(-15, 16, (n,), generator=gen) / 5).to(device)  # the 0.2 label grid of MOSI
     return SplitTensors(*x, labels)
 
@@ -63,11 +97,12 @@ def step_ms(cfg, device: torch.device, repeats: int) -> tuple[int, float]:
     dims, lens = mosi_shapes(cfg)
     model = build_model(cfg, dims, lens).to(device)
     n_params = family_of(cfg).summary(model)["total"]
+    vocab = _vocab(model)
     t = cfg.train
     params = [p for p in model.parameters() if p.requires_grad]
     # the optimizer as dlf.train.loop._fit builds it: the family's groups, the preset's decay
     opt = torch.optim.Adam(_param_groups(model, cfg, params), lr=t.lr, weight_decay=t.weight_decay, foreach=True)
-    window = random_split(dims, lens, t.batch_size * t.accumulation, device, gen)  # exactly one step
+    window = random_split(dims, lens, t.batch_size * t.accumulation, device, gen, vocab)  # exactly one step
     runtime = Runtime(device=str(device))
     with torch_settings(device, torch.get_num_threads()), _lane_pool(model, cfg, device, runtime) as pool:
         shuffle = torch.Generator().manual_seed(0)
@@ -86,6 +121,12 @@ def epoch_seconds(cfg, device: str, threads: int) -> tuple[str, int]:
     cannot run there; train samples)."""
     dataset = load_dataset("synthetic-mosi", cfg.data)
     n = len(dataset.splits["train"].ids)
+    if cfg.model.text_encoder != "features" and cfg.model.pretrained != "bert-base-uncased":
+        from transformers import BertConfig
+
+        vocab = BertConfig.from_pretrained(cfg.model.pretrained).vocab_size
+        for split in dataset.splits.values():  # the synthetic ids are bert-base's
+            split.text_bert[:, 0] %= vocab
     try:
         result = train_run(cfg, dataset, Runtime(device=device, threads=threads, progress=False))
     except DLFError:  # e.g. fewer micro-batches than the recipe accumulates: no step at this scale
@@ -93,6 +134,13 @@ def epoch_seconds(cfg, device: str, threads: int) -> tuple[str, int]:
     except (RuntimeError, ValueError) as err:  # the other methods' rows still come
         return f"failed: {type(err).__name__}: {str(err).splitlines()[0][:80]}", n
     return f"{result.train_seconds:.2f}", n
+
+
+def _vocab(model) -> int:
+    """The vocabulary of the model's BERT (0 without one)."""
+    text = getattr(model, "text_encoder", None)
+    bert = getattr(text, "bert", None)
+    return int(bert.config.vocab_size) if bert is not None else 0
 
 
 def _sync(device: torch.device) -> None:
@@ -109,21 +157,24 @@ def main() -> None:
     ap.add_argument("--methods", default=None, help="comma-separated variants (default: full + every baseline)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-epoch", action="store_true", help="skip the synthetic-MOSI epoch")
+    ap.add_argument("--bert", default=None, help="BERT folder: add a fine-tuned-BERT row per baseline that has one")
+    ap.add_argument("--quick", action="store_true", help="smoke run: one timed step, no epoch")
     args = ap.parse_args()
+    if args.quick:
+        args.repeats, args.no_epoch = 1, True
     gc.freeze()  # as the CLI does after its imports (dlf.startup): collections skip those objects
     torch.set_num_threads(args.threads)
     device, cat = torch.device(args.device), load_catalogue()
     names = args.methods.split(",") if args.methods else methods()
     print(f"torch {torch.__version__}, {args.device}, {args.threads} threads, MOSI shapes, each method's MOSI preset; "
           f"epoch: synthetic MOSI at scale {args.scale}")
-    print(f"{'method':<10} {'family':<10} {'data':<9} {'batch x acc':>11} {'params':>11} {'step ms':>9} "
+    print(f"{'method':<14} {'family':<10} {'data':<9} {'batch x acc':>11} {'params':>11} {'step ms':>9} "
           f"{'epoch s':>8} {'train n':>7}")
-    for name in names:
-        cfg = variant_config("mosi", cat[name], {"train.max_epochs": 1, "data.scale": args.scale})
+    for name, cfg in rows(names, cat, args.bert, args.scale):
         n_params, ms = step_ms(cfg, device, args.repeats)
         epoch, n = ("-", "-") if args.no_epoch else epoch_seconds(cfg, args.device, args.threads)
         t = cfg.train
-        print(f"{name:<10} {cfg.model.family:<10} {'aligned' if cfg.data.aligned else 'unaligned':<9} "
+        print(f"{name:<14} {cfg.model.family:<10} {'aligned' if cfg.data.aligned else 'unaligned':<9} "
               f"{f'{t.batch_size} x {t.accumulation}':>11} {n_params:>11,} {ms:9.1f} {epoch:>8} {n:>7}", flush=True)
 
 

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 
 
 def convert_official(
-    checkpoint: Path = typer.Argument(..., help="Official DLF checkpoint (a state_dict .pth, e.g. DLFmosi.pth)."),
+    checkpoint: Path = typer.Argument(..., help="Reference checkpoint (a state_dict .pth, e.g. DLFmosi.pth, or DMD's dmd.pth)."),
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset it was trained on: mosi, mosei or a pickle path."),
     out: Path = typer.Option(..., "--out", "-o", help="dlf-ablate checkpoint file to write."),
     data_root: DataRootOpt = None,
@@ -27,11 +27,20 @@ def convert_official(
         None, "--pretrained", help="BERT name or folder whose config to use (BERT checkpoints; default: inferred)."),
     force: ForceOpt = False,
     family: str = typer.Option("dlf", "--family", help="Model family whose reference code saved the weights."),
+    gd_homo: Optional[Path] = typer.Option(
+        None, "--gd-homo", help="State_dict of a unit the reference code saves apart from the model: DMD's "
+        "homogeneous graph-distillation unit (not needed when the checkpoint holds it under gd_homo.)."),
+    gd_hetero: Optional[Path] = typer.Option(
+        None, "--gd-hetero", help="Likewise for DMD's heterogeneous graph-distillation unit (gd_hetero.)."),
+    fresh_units: bool = typer.Option(
+        False, "--fresh-units", help="Start the units that neither the checkpoint nor a unit file gives from their "
+        "initial values (seeded) instead of refusing."),
 ) -> None:
-    """Convert weights saved by a family's reference code (the authors' DLF, MMSA) into a dlf-ablate checkpoint."""
+    """Convert weights saved by a family's reference code (the authors' DLF or DMD, MMSA) into a dlf-ablate checkpoint."""
     from dlf.train.convert import convert_official as run
 
-    conv = run(checkpoint, dataset, out, data_root=data_root, pretrained=pretrained, overwrite=force, family=family)
+    conv = run(checkpoint, dataset, out, data_root=data_root, pretrained=pretrained, overwrite=force, family=family,
+               units={"gd_homo": gd_homo, "gd_hetero": gd_hetero}, fresh_units=fresh_units)
     m = conv.config.model
     kernel = f", kernel {m.conv_kernel}" if hasattr(m, "conv_kernel") else ""
     typer.echo(f"wrote {out}: {m.family}, {m.text_encoder} text mode{kernel}, dims {conv.dims}, lengths {conv.seq_lens}")

@@ -16,7 +16,7 @@ from torch import nn
 
 from dlf.errors import DLFError
 
-__all__ = ["BertText", "FineTunedBert", "load_bert", "bert_config_from_state", "BERT_PREFIX"]
+__all__ = ["BertText", "FineTunedBert", "load_bert", "bert_config_from_state", "check_token_ids", "BERT_PREFIX"]
 
 BERT_PREFIX = "text_encoder.bert."  # where a model's BertText weights sit in its state_dict
 
@@ -83,6 +83,14 @@ class FineTunedBert(nn.Module):
         super().__init__()
         self.bert = load_bert(pretrained, config, pooler=True).float()  # the heads around it are float32
         self.width = int(self.bert.config.hidden_size)
+
+
+def check_token_ids(ids: torch.Tensor, vocab: int) -> None:
+    """Token ids past BERT's vocabulary would fail deep inside the embedding: one line instead."""
+    top = int(ids.max()) if ids.numel() else 0
+    if top >= vocab:
+        raise DLFError(f"text_bert holds token id {top}, but the BERT of model.pretrained has a vocabulary of "
+                       f"{vocab}; tokenize the text with that BERT's tokenizer or load the BERT the ids are for")
 
 
 def bert_config_from_state(state: Mapping[str, torch.Tensor], prefix: str = BERT_PREFIX) -> dict:

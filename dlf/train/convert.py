@@ -39,8 +39,13 @@ def load_official_state(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def convert_official(checkpoint: str | Path, dataset: str, out: str | Path, data_root: str | None = None,
-                     pretrained: str | None = None, overwrite: bool = False, family: str = "dlf") -> Converted:
-    """Convert a reference checkpoint of ``family`` for ``dataset`` and save it as a dlf-ablate checkpoint."""
+                     pretrained: str | None = None, overwrite: bool = False, family: str = "dlf",
+                     units: Mapping[str, str | Path | None] | None = None, fresh_units: bool = False) -> Converted:
+    """Convert a reference checkpoint of ``family`` for ``dataset`` and save it as a dlf-ablate checkpoint.
+
+    ``units``: unit name -> file, for the submodules the reference code saves apart from the model
+    (``ModelFamily.official_units``, e.g. DMD's gd_homo / gd_hetero; None entries are ignored);
+    ``fresh_units``: start the units that no file gives from their initial values."""
     from dlf.train.checkpoint import dataset_meta, save_checkpoint
     from dlf.data.mmsa import load_dataset
 
@@ -55,10 +60,12 @@ def convert_official(checkpoint: str | Path, dataset: str, out: str | Path, data
         raise DLFError(f"--family {family}: this model family has no reference-checkpoint import")
     from dlf.config import preset
 
+    unit_states = _unit_states(impl, family, units, fresh_units)
     state = load_official_state(checkpoint)
     ds = load_dataset(dataset, preset("mosi", family).data, data_root=data_root)  # the family's aligned/unaligned file
+    extra = {"units": unit_states, "fresh_units": fresh_units} if impl.official_units else {}
     conv = impl.convert_official(state, ds.corpus, pretrained, source=str(checkpoint), dims=dict(ds.dims),
-                                 seq_lens=dict(ds.seq_lens))
+                                 seq_lens=dict(ds.seq_lens), **extra)
     for m, name in (("l", "text"), ("a", "audio"), ("v", "vision")):
         want = (conv.dims[m], conv.seq_lens[m])
         have = (ds.dims[m], ds.seq_lens[m])
@@ -69,3 +76,20 @@ def convert_official(checkpoint: str | Path, dataset: str, out: str | Path, data
                     extra={"converted_from": str(Path(checkpoint).resolve()), "dropped": conv.dropped,
                            "notes": conv.notes})
     return conv
+
+
+def _unit_states(impl, family: str, units: Mapping[str, str | Path | None] | None,
+                 fresh: bool) -> dict[str, dict[str, torch.Tensor]]:
+    """The unit files' state_dicts, read before the model's; refused for a family that saves no units."""
+    given = {name: path for name, path in (units or {}).items() if path is not None}
+    if (given or fresh) and not impl.official_units:
+        flags = [f"--{n.replace('_', '-')}" for n in given] + (["--fresh-units"] if fresh else [])
+        raise DLFError(f"{', '.join(flags)}: model family {family!r} keeps no units apart from its model; "
+                       f"leave these options out")
+    unknown = sorted(set(given) - set(impl.official_units))
+    if unknown:
+        raise DLFError(f"unit {unknown[0]!r}: family {family!r} has the units {', '.join(impl.official_units)}")
+    for name, path in given.items():
+        if not Path(path).is_file():
+            raise DLFError(f"--{name.replace('_', '-')} {path}: file not found; give the state_dict of the {name} unit")
+    return {name: load_official_state(path) for name, path in given.items()}

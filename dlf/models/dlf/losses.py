@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from dlf.config import RunConfig
 
-__all__ = ["loss_terms", "triplet_loss", "ortho_loss", "cosine_matrix", "TERMS"]
+__all__ = ["loss_terms", "triplet_loss", "triplet_rows", "ortho_loss", "cosine_matrix", "TERMS"]
 
 TERMS = ("task_f", "task_sh", "task_l", "task_a", "task_v", "recon", "specific", "triplet", "ortho")
 
@@ -75,7 +75,7 @@ def ortho_loss(s: torch.Tensor, c: torch.Tensor, chunk: int) -> torch.Tensor:
     return cos.clamp_min(0).mean()
 
 
-def _triplet_rows(sim: Mapping[str, torch.Tensor], y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def triplet_rows(sim: Mapping[str, torch.Tensor], y: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Interleave per sample (official order l, v, a): rows (B * M, d), labels (B * M,), modality ids."""
     mods = [m for m in ("l", "v", "a") if m in sim]
     feats = torch.stack([sim[m] for m in mods], dim=1)  # (B, M, d)
@@ -105,7 +105,7 @@ def loss_terms(out, labels: torch.Tensor, cfg: RunConfig) -> dict[str, torch.Ten
     add("specific", lc.lambda_s, bool(out.specific_re),
         lambda: sum(F.mse_loss(out.specific[m], out.specific_re[m]) for m in out.specific_re))
     add("triplet", lc.lambda_m, bool(out.shared_sim),
-        lambda: triplet_loss(*_triplet_rows(out.shared_sim, y), cfg.model.triplet, lc.triplet_margin))
+        lambda: triplet_loss(*triplet_rows(out.shared_sim, y), cfg.model.triplet, lc.triplet_margin))
     add("ortho", lc.lambda_o, bool(out.specific),
         lambda: sum(ortho_loss(out.specific[m], out.shared[m], lc.ortho_chunk) for m in out.specific))
     total = sum((weights[k] * v for k, v in terms.items()), out.pred.new_zeros(()))

@@ -33,7 +33,7 @@ from torch import nn
 
 from dlf.errors import DLFError
 from dlf.models._kernels import dropout
-from dlf.models.text import FineTunedBert
+from dlf.models.text import FineTunedBert, check_token_ids
 from dlf.models.misa.encoders import FusionEncoder, utterance
 
 __all__ = ["MISA", "build_model", "parameter_summary", "OUTPUTS"]
@@ -124,7 +124,7 @@ class MISA(nn.Module):
         """(the masked mean of the text's hidden states (B, W), the token count L_t (B,))."""
         if self.text_encoder is not None:
             ids, mask, types = text[:, 0].long(), text[:, 1].float(), text[:, 2].long()  # (B, T_l) each
-            _check_vocabulary(ids, self.text_encoder.bert.config.vocab_size)
+            check_token_ids(ids, self.text_encoder.bert.config.vocab_size)
             hidden = self.text_encoder.bert(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
         else:
             hidden = text  # (B, T_l, W)
@@ -143,14 +143,6 @@ class MISA(nn.Module):
             steps = torch.arange(1, x.shape[1] + 1, device=x.device)
             n = (x.ne(0).any(dim=-1) * steps).amax(dim=1)
         return n.clamp(1, x.shape[1]).cpu()
-
-
-def _check_vocabulary(ids: torch.Tensor, vocab: int) -> None:
-    """Token ids past BERT's vocabulary would fail deep inside the embedding: one line instead."""
-    top = int(ids.max()) if ids.numel() else 0
-    if top >= vocab:
-        raise DLFError(f"text_bert holds token id {top}, but the BERT of model.pretrained has a vocabulary of "
-                       f"{vocab}; tokenize the text with that BERT's tokenizer or load the BERT the ids are for")
 
 
 def _check_positions(encoder: FineTunedBert, steps: int, pretrained: str) -> None:
