@@ -68,15 +68,12 @@ class ModelFamily:
     # are the dataset's, for families whose weights do not fix them
     convert_official: Callable[..., Any] | None = None
     param_groups: Callable[..., list] | None = None  # (model, cfg) -> Adam groups; default: every trainable one
-<<<<<<< HEAD
     # (model, outputs) -> {name: (B, d) tensor}: the per-sample representations for analyses, ``fused``
     # (what the family's output layer reads) first, then its branches; None: the family exposes none
     features: Callable[[Any, Any], dict] | None = None
-=======
     # submodules whose weights the reference code saves in files of their own (DMD's graph-distillation
     # units): convert_official then also takes units={name: state} and fresh_units=bool
     official_units: tuple[str, ...] = ()
->>>>>>> h/L-dmd
 
 
 _SPECS: dict[str, FamilySpec] = {}
