@@ -176,3 +176,18 @@ def test_bert_mode_fine_tunes_bert_on_one_lane_and_reloads_without_its_folder(tm
     with torch.no_grad():
         torch.testing.assert_close(loaded(text, audio, vision)["output_logit"],
                                    model.eval()(text, audio, vision)["output_logit"])
+
+
+def test_the_features_hook_gives_the_fused_vector_the_final_head_reads():
+    from dlf.models.registry import features
+
+    model, _ = fx.small_model()
+    model.eval()
+    text, audio, vision, _ = fx.small_batch()
+    out = model(text, audio, vision, with_losses=False)
+    feats = features(model, out)
+    d = out["c_fusion"].shape[1] // 3  # model.d_model
+    assert list(feats)[0] == "fused" and feats["fused"].shape == (text.shape[0], 9 * d)
+    assert feats["shared"].shape == (text.shape[0], 3 * d) and feats["specific_l"].shape == (text.shape[0], 2 * d)
+    head = model.final_head
+    assert torch.equal(head.out(head(feats["fused"])), out["output_logit"])

@@ -106,7 +106,8 @@ class DMD(nn.Module):
         last_h = self.crossmodal(s)  # m -> (B, 2d)
         z = torch.cat([torch.sigmoid(self.fusion[k](last_h[k])) for k in ORDER]
                       + [torch.sigmoid(self.fusion["c"](c_fusion))], dim=-1)  # (B, 9d)
-        out = {"output_logit": self.final_head.out(self.final_head(z))}  # (B, 1)
+        out = {"output_logit": self.final_head.out(self.final_head(z)),  # (B, 1)
+               "fused": z, "c_fusion": c_fusion, **{f"last_h_{k}": last_h[k] for k in ORDER}}
         if with_losses:
             out.update(self._loss_side(x, s, c, c_fusion, last_h))
         return out
@@ -152,7 +153,6 @@ class DMD(nn.Module):
         for k in ORDER:
             rep = self.hetero_heads[k](last_h[k])
             out[f"logits_{k}_hetero"], out[f"repr_{k}_hetero"] = self.hetero_heads[k].out(rep), rep
-        out.update({f"last_h_{k}": last_h[k] for k in ORDER})
         out["logits_c"] = self.shared_head.out(self.shared_head(c_fusion))
         for kind, unit in (("homo", self.gd_homo), ("hetero", self.gd_hetero)):
             logits = torch.stack([out[f"logits_{k}_{kind}"] for k in ORDER])  # (3, B, 1)
