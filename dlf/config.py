@@ -144,7 +144,7 @@ def apply_overrides(cfg: RunConfig, overrides: Mapping[str, Any], source: str = 
             raise DLFError(_unknown_path(path, family, valid, source))
         if "." in path:
             sec, name = path.split(".", 1)
-            changes.setdefault(sec, {})[name] = coerce(raw, _field_type(sections[sec], name), f"{source}: {path}")
+            changes.setdefault(sec, {})[name] = _coerce_field(raw, sections[sec], name, f"{source}: {path}")
         else:
             top[path] = coerce(raw, _field_type(RunConfig, path), f"{source}: {path}")
     new_sections = {sec: replace(getattr(cfg, sec), **vals) for sec, vals in changes.items()}
@@ -165,6 +165,18 @@ def _unknown_path(path: str, family: str, valid: list[str], source: str) -> str:
 
 def _field_type(cls: type, name: str) -> Any:
     return typing.get_type_hints(cls)[name]
+
+
+def _coerce_field(value: Any, section: type, name: str, where: str) -> Any:
+    """``coerce`` for a section field; a refusal carries the field's ``note`` metadata (why a value is
+    not offered, e.g. a family without a features text mode)."""
+    try:
+        return coerce(value, _field_type(section, name), where)
+    except DLFError as err:
+        note = next((f.metadata.get("note") for f in fields(section) if f.name == name), None)
+        if note:
+            raise DLFError(f"{err}: {note}") from None
+        raise
 
 
 def coerce(value: Any, ftype: Any, where: str) -> Any:

@@ -233,7 +233,8 @@ def test_official_import_drops_id_buffers_and_refuses_incomplete_states(small_be
 
 
 def test_configs_mag_bert_cannot_run_are_one_line_errors():
-    with pytest.raises(DLFError, match=r"model.text_encoder: expected one of \['bert'\], got 'features'"):
+    with pytest.raises(DLFError, match=r"model.text_encoder: expected one of \['bert'\], got 'features': MAG-BERT's "
+                                       r"gate shifts the token embeddings inside BERT, so it has no features text mode$"):
         build_config("mosi", ("--set", {"model.family": "mag_bert", "model.text_encoder": "features"}))
     with pytest.raises(DLFError, match="model.modalities=\\['l', 'a'\\]: MAG-BERT shifts the text by audio and vision"):
         build_config("mosi", ("--set", {"model.family": "mag_bert", "model.modalities": "la"}))

@@ -7,7 +7,7 @@ Defaults are MMSA's MOSI values; ``PRESETS['mosei']`` holds the MOSEI difference
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from dlf.domains import dropout, non_negative, positive
@@ -21,7 +21,8 @@ class ModelConfig:
     modalities: tuple[str, ...] = ("l", "a", "v")  # the gate shifts the text by audio and vision: all three
     # The gate sits inside BERT, between its embeddings and its encoder, so the model reads the token ids
     # (``text_bert``) and fine-tunes its own BERT: there is no ``features`` mode.
-    text_encoder: Literal["bert"] = "bert"
+    text_encoder: Literal["bert"] = field(default="bert", metadata={
+        "note": "MAG-BERT's gate shifts the token embeddings inside BERT, so it has no features text mode"})
     # BERT to load (hub name or local folder saved with save_pretrained); its width sets the gate's.
     # Quirk of the reference, not kept: MMSA ignores its own ``pretrained`` value and always loads
     # bert-base-uncased (bert-base-chinese for Chinese data); this family loads model.pretrained.
