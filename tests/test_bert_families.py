@@ -44,7 +44,7 @@ def cli(env, *args):
 
 def test_a_study_of_the_bert_baselines_trains_resumes_and_reports(tmp_path, env, bert):
     names = bert_baselines()
-    assert {"misa", "mag_bert"} <= set(names)
+    assert {"misa", "mag_bert", "dmd"} <= set(names)
     study = tmp_path / "bert.yaml"
     study.write_text(yaml.safe_dump({
         "name": "bert", "datasets": ["synthetic-mosi"], "variants": names, "seeds": [1],
@@ -59,21 +59,29 @@ def test_a_study_of_the_bert_baselines_trains_resumes_and_reports(tmp_path, env,
     assert report.returncode == 0, report.stderr
     rows = [r for f in (tmp_path / "out").glob("*.csv") for r in csv.DictReader(f.open())]
     shown = {v for r in rows for v in r.values()}
-    for label in ("MISA", "MAG-BERT"):
-        assert label in shown, rows
+    from dlf.study.catalogue import load_catalogue
+
+    for name in names:  # a measured row per family, under its Table 1 label
+        assert load_catalogue()[name].label in shown, (name, rows)
 
 
-def test_a_bert_baseline_tunes_its_own_space_with_a_local_bert(tmp_path, env, bert):
+@pytest.mark.parametrize("variant", bert_baselines())
+def test_a_bert_baseline_tunes_its_own_space_with_a_local_bert(tmp_path, env, bert, variant):
+    from dlf.config import preset
+    from dlf.resources import resource_dir
+    from dlf.tune.space import load_space
+
     study, _ = available_copy("tune", tmp_path)
     export = tmp_path / "best.yaml"
-    out = cli(env, "tune", study, "--variant", "mag_bert", "--dataset", "synthetic-mosi", "--trials", "2",
+    out = cli(env, "tune", study, "--variant", variant, "--dataset", "synthetic-mosi", "--trials", "2",
               "--set", f"model.pretrained={bert}", "--set", "data.scale=0.04", "--set", "train.max_epochs=1",
-              "--storage", tmp_path / "j.journal", "--seeds", "1111", "--top-k", "1", "--threads", "1",
-              "--export", export, "--no-progress", "--no-plots")
+              "--set", "train.accumulation=1", "--storage", tmp_path / "j.journal", "--seeds", "1111",
+              "--top-k", "1", "--threads", "1", "--export", export, "--no-progress", "--no-plots")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "2 finished (2 complete, 0 pruned), 0 failed" in out.stdout
     winner = yaml.safe_load(export.read_text())["overrides"]
-    assert set(winner) == {"model.dropout_prob", "train.batch_size", "train.lr"}  # MMSA's grid for BERT_MAG
+    space = load_space(resource_dir("spaces") / f"{variant}.yaml", preset("mosi", variant))
+    assert set(winner) == set(space.paths)  # a point of the family's own space, ready for run --set-file
 
 
 BERT_BASE = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,

@@ -38,7 +38,8 @@ def _unit_files(tmp_path: Path) -> list[str]:
 
 def _compare(got: dict[str, np.ndarray], split: str, worst: dict[str, float]) -> None:
     want, units = fx.outputs()[split], fx.outputs()["gd_units"][split]
-    assert set(got) - {"id", "label"} == set(want) | {f"{e}_{k}" for e in ("edges", "edge_logits") for k in ("homo", "hetero")}
+    extra = {f"{e}_{k}" for e in ("edges", "edge_logits") for k in ("homo", "hetero")} | {"fused", "c_fusion"}
+    assert set(got) - {"id", "label"} == set(want) | extra  # ours: the units' edges and the features hook's inputs
     pairs = [(name, got[name], fx.ours(name, value.numpy())) for name, value in want.items()]
     for kind in ("homo", "hetero"):  # official (6, N) weights and (6, 1) batch sums of the edge logits
         pairs.append((f"edges_{kind}", got[f"edges_{kind}"].T, units[f"edges_{kind}"].numpy()))
