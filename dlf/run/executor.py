@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 
 from dlf import interrupts
 from dlf.run import tracking
+from dlf.run.mlflow_view import log_dataset_input
 from dlf.errors import DLFError
 
 FINISHED, CACHED, FAILED = "finished", "cached", "failed"
@@ -104,7 +105,7 @@ def _execute_claimed(spec, uri: str, runtime, on_epoch) -> RunOutcome:
             run_id = tracking.create_seed_run(c, exp, parent, spec, env)
         tracking.log_run_inputs(c, run_id, spec, env)
         logger = tracking.EpochLogger(c, run_id, forward=on_epoch)
-        result, dataset = _train(spec, runtime, logger)
+        result, dataset = _train(spec, runtime, logger, lambda data: log_dataset_input(c, run_id, spec, data))
         with interrupts.held():  # the trained run is completed; an interrupt now stops what follows
             logger.flush()
             tracking.finish_seed_run(c, run_id, spec, result, dataset)
@@ -122,7 +123,8 @@ def _execute_claimed(spec, uri: str, runtime, on_epoch) -> RunOutcome:
     return RunOutcome(FINISHED, spec.key, run_id=run_id, train_seconds=result.train_seconds)
 
 
-def _train(spec, runtime, logger):
+def _train(spec, runtime, logger, on_data: Callable[[Any], None]):
+    """Load and check the data, hand it to ``on_data`` (the run's dataset input), train."""
     from dlf.data.mmsa import load_dataset
     from dlf.train.loop import train_run
 
@@ -130,6 +132,7 @@ def _train(spec, runtime, logger):
     if dataset.fingerprint != spec.data_fingerprint:
         raise DLFError(f"{spec.data_path}: the data file changed after the study was planned (fingerprint "
                        f"{dataset.fingerprint[:12]}, planned {spec.data_fingerprint[:12]}); run the study again")
+    on_data(dataset)
     return train_run(spec.config, dataset, runtime, on_epoch=logger), dataset
 
 
