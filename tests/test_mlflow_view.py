@@ -22,12 +22,12 @@ def test_runs_url_opens_the_runs_table_in_the_model_training_workflow():
 
 
 def _synthetic(aligned: bool = True):
+    """(name as in the study, data config, loaded dataset) of a synthetic-MOSI run."""
     data = DataConfig(aligned=aligned, scale=0.04, synth_seed=3)
-    spec = SimpleNamespace(dataset="synthetic-mosi", config=SimpleNamespace(data=data))
     dataset = SimpleNamespace(fingerprint="ab" * 32, corpus="mosi", aligned=aligned, synthetic=True,
                               path=Path("/cache/synthetic/x.pkl"), splits={"train": [0] * 51, "valid": [0] * 9,
                                                                           "test": [0] * 27})
-    return spec, dataset
+    return "synthetic-mosi", data, dataset
 
 
 def test_synthetic_data_is_logged_with_its_generator_as_source():
@@ -41,6 +41,19 @@ def test_synthetic_data_is_logged_with_its_generator_as_source():
     assert [(t.key, t.value) for t in given.tags] == [("mlflow.data.context", "train/valid/test")]
     assert mlflow_view.dataset_input(*_synthetic(aligned=False)).dataset.name == "synthetic-mosi (unaligned)"
 
+
+
+def test_a_run_that_loses_the_race_for_a_new_dataset_logs_it_on_a_second_try():
+    calls = []
+
+    class Store:  # two workers insert the same new dataset at once: one insert is refused
+        def log_inputs(self, run_id, datasets):
+            calls.append(run_id)
+            if len(calls) == 1:
+                raise RuntimeError("UNIQUE constraint failed: datasets.experiment_id, datasets.name")
+
+    mlflow_view.log_dataset_input(Store(), ["seed-run", "parent-run"], *_synthetic())
+    assert calls == ["seed-run", "seed-run", "parent-run"]
 
 def test_dataset_names_follow_the_study():
     assert mlflow_view.dataset_name("mosi", True) == "mosi"

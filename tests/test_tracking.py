@@ -163,6 +163,8 @@ def test_experiment_is_model_training_and_each_run_has_its_data_as_dataset_input
         assert profile["sha256"] == fingerprint == spec.data_fingerprint
         assert {k: profile[f"{k}_samples"] for k in sizes} == sizes == {"train": 51, "valid": 9, "test": 27}
         assert {(t.key, t.value) for t in given.tags} == {("mlflow.data.context", "train/valid/test")}
+        parent = c.get_run(run.data.tags["mlflow.parentRunId"])  # the row the runs table shows collapsed
+        assert [i.dataset.digest for i in parent.inputs.dataset_inputs] == [fingerprint[:12]]
 
 def test_epoch_logger_batches_writes():
     calls = []

@@ -12,6 +12,7 @@ claims (study, key) rows; this lock only covers one host.)
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from dataclasses import asdict, dataclass
@@ -105,7 +106,8 @@ def _execute_claimed(spec, uri: str, runtime, on_epoch) -> RunOutcome:
             run_id = tracking.create_seed_run(c, exp, parent, spec, env)
         tracking.log_run_inputs(c, run_id, spec, env)
         logger = tracking.EpochLogger(c, run_id, forward=on_epoch)
-        result, dataset = _train(spec, runtime, logger, lambda data: log_dataset_input(c, run_id, spec, data))
+        on_data = functools.partial(log_dataset_input, c, [run_id, parent], spec.dataset, spec.config.data)
+        result, dataset = _train(spec, runtime, logger, on_data)
         with interrupts.held():  # the trained run is completed; an interrupt now stops what follows
             logger.flush()
             tracking.finish_seed_run(c, run_id, spec, result, dataset)

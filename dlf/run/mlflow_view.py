@@ -5,8 +5,8 @@ overview) and "Machine learning" (opens it on the runs table). A study's experim
 ``mlflow.experimentKind = custom_model_development``, the tag and value that the UI's kind selector
 writes ("Machine learning"). MLflow 3.17's UI reads the workflow from the address
 (``?workflowType=machine_learning``) or the browser's last choice, so :func:`runs_url` puts it in
-the address too. Each seed run logs its data file as a dataset input (the runs table's Dataset
-column): named as in the study, its digest the start of the file's sha256, its source the file
+the address too. Each seed run and its parent log the data file as a dataset input (the runs
+table's Dataset column), as do tuning trials: named as in the study, its digest the start of the file's sha256, its source the file
 (or, for synthetic data, the generator's settings), its split sizes in the profile.
 """
 from __future__ import annotations
@@ -48,22 +48,33 @@ def home_url(base: str) -> str:
     return f"{base.rstrip('/')}/#/experiments?{WORKFLOW_QUERY}"
 
 
-def dataset_input(spec, dataset) -> Any:
-    """The MLflow ``DatasetInput`` of a seed run's data (``dataset``: the loaded ``MSADataset``)."""
+def dataset_input(name: str, data, dataset) -> Any:
+    """The MLflow ``DatasetInput`` of a run's data: ``name`` as the study writes it, ``data`` the
+    run's data config, ``dataset`` the loaded ``MSADataset``."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    source_type, source = _source(spec, dataset)
+    source_type, source = _source(name, data, dataset)
     profile = {"sha256": dataset.fingerprint, "corpus": dataset.corpus, "aligned": bool(dataset.aligned),
                "synthetic": bool(dataset.synthetic),
-               **{f"{name}_samples": len(split) for name, split in dataset.splits.items()}}
-    entity = Dataset(name=dataset_name(spec.dataset, dataset.aligned), digest=dataset.fingerprint[:DIGEST_CHARS],
+               **{f"{split}_samples": len(part) for split, part in dataset.splits.items()}}
+    entity = Dataset(name=dataset_name(name, dataset.aligned), digest=dataset.fingerprint[:DIGEST_CHARS],
                      source_type=source_type, source=json.dumps(source, sort_keys=True),
                      profile=json.dumps(profile, sort_keys=True))
     return DatasetInput(entity, tags=[InputTag(CONTEXT_TAG, CONTEXT)])
 
 
-def log_dataset_input(c, run_id: str, spec, dataset) -> None:
-    c.log_inputs(run_id, datasets=[dataset_input(spec, dataset)])
+def log_dataset_input(c, run_ids: list[str], name: str, data, dataset) -> None:
+    """Log the data on a run and on its parent (the row the runs table shows collapsed).
+
+    Workers starting the first seeds of several variants at once log the same new dataset at
+    once; the store keeps one row and refuses the other insert, which finds it on a second try.
+    """
+    given = [dataset_input(name, data, dataset)]
+    for run_id in run_ids:
+        try:
+            c.log_inputs(run_id, datasets=given)
+        except Exception:  # noqa: BLE001 - lost the race for the dataset's row: it exists now
+            c.log_inputs(run_id, datasets=given)
 
 
 def dataset_name(spec_dataset: str, aligned: bool) -> str:
@@ -73,12 +84,11 @@ def dataset_name(spec_dataset: str, aligned: bool) -> str:
     return name if aligned or name.endswith(".pkl") else f"{name} (unaligned)"
 
 
-def _source(spec, dataset) -> tuple[str, dict[str, Any]]:
+def _source(name: str, data, dataset) -> tuple[str, dict[str, Any]]:
     """('code', the generator's settings) for synthetic-mosi/-mosei, else ('local', the file)."""
     from dlf.data.synthetic import GENERATOR_VERSION
 
-    if dataset.synthetic and spec.dataset.strip().lower() == f"synthetic-{dataset.corpus}":
-        data = spec.config.data
+    if dataset.synthetic and name.strip().lower() == f"synthetic-{dataset.corpus}":
         settings = {"generator": "dlf.data.synthetic", "corpus": dataset.corpus, "aligned": str(data.aligned).lower(),
                     "scale": f"{data.scale:g}", "seed": str(data.synth_seed), "version": str(GENERATOR_VERSION)}
         return "code", {"tags": settings}  # the layout of mlflow.data's CodeDatasetSource
