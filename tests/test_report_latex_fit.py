@@ -10,6 +10,7 @@ import functools
 import re
 import shutil
 import subprocess
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -26,10 +27,15 @@ NEEDS_PDFLATEX = pytest.mark.skipif(
     reason="pdflatex not installed (Debian: texlive-latex-base texlive-latex-recommended)")
 
 
+# A user's variant with a long label, in a group of its own (studies may define such inline variants).
+LONG = SimpleNamespace(group="Combined ablations", label="w/o LFA and L_m, frozen BERT",
+                       latex="w/o LFA and $\\mathcal{L}_m$, frozen BERT", order=200)
+
+
 def _frame() -> pd.DataFrame:
     """Seed rows with two-digit means and stds (the widest cells a real study prints)."""
     rows = []
-    for i, (name, v) in enumerate(sorted(load_catalogue().items())):
+    for i, (name, v) in enumerate(sorted({**load_catalogue(), "long_combo": LONG}.items())):
         for dataset, (corpus, synthetic) in DATASETS.items():
             for seed in range(5):
                 if name == "only_a" and seed == 4:

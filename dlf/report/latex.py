@@ -59,11 +59,11 @@ def _has_companion(table: Table) -> bool:
 def to_latex(table: Table) -> str:
     """The table as a float with caption, label, booktabs rules and footnotes.
 
-    Table 2 keeps the paper's layout (four metrics, mean +- std); the paper's numbers and our gaps
-    to them go to a companion table (:func:`to_latex_paper`), since all of them side by side (13
-    columns) cannot fit a text width. Table 1 stacks its datasets, one panel of the six metrics per
-    dataset under a single header, in compact cells: so that even both corpora fit one text column
-    (a plain article's 345pt) instead of 13 columns side by side.
+    Every table fits the text width of a plain article (345pt), cells being compact
+    (mean$_{\\pm std}$). Table 2 keeps the paper's layout (four metrics, mean +- std); the paper's
+    numbers and our gaps to them go to a companion table (:func:`to_latex_paper`), since all of them
+    side by side (13 columns) cannot fit. Table 1 stacks its datasets, one panel of the six metrics
+    per dataset under a single header, instead of 13 columns side by side.
     """
     if not _has_companion(table):
         return _float(table, caption(table, LATEX), notes(table, LATEX))
@@ -86,8 +86,8 @@ def to_latex_paper(table: Table) -> str:
     text = (f"Ablation study on {dataset_phrase(view, st)}, test set, beside the DLF paper: its number (Paper) "
             f"and our mean over {seed_phrase(view)} minus it ({st.delta}; our mean{st.pm}std in "
             f"Table~\\ref{{{_tag(table)}}}). Study {st.code(table.study)}.")
-    foot = [f"Paper: the DLF paper's number; {st.delta}: our mean minus it, in points (the CSV also has it "
-            f"in units of our std {st.sigma})."]
+    foot = [(f"Paper: the DLF paper's number; {st.delta}: our mean minus it, in points (the CSV also has it "
+             f"in units of our std {st.sigma}).")]
     if sum(len(b.rows) for b in view.blocks) < sum(len(b.rows) for b in table.blocks):
         foot.append("Rows the paper does not report are left out.")
     if any(r.cells.get(c.key) is None or r.cells[c.key].paper is None for b in view.blocks for r in b.rows
@@ -124,10 +124,10 @@ def _float(table: Table, caption_text: str, foot: list[str]) -> str:
         for g in table.groups:
             title = f"\\multicolumn{{{width}}}{{c}}{{\\textbf{{{group_title(table, g, st)}}}}} \\\\"
             lines += ["    \\midrule", f"    {title}"]
-            lines += _blocks(table, [(g, c) for c in g.columns], width, True, f"    \\cmidrule(lr){{1-{width}}}")
+            lines += _blocks(table, [(g, c) for c in g.columns], width, f"    \\cmidrule(lr){{1-{width}}}")
     else:
         lines += _header(table, st)
-        lines += _blocks(table, cols, width, False, "    \\midrule", first_rule=True)
+        lines += _blocks(table, cols, width, "    \\midrule", first_rule=True)
     lines += ["    \\bottomrule", f"  \\end{{{tabular}}}"]
     if foot:
         lines += ["  \\par\\smallskip", "  \\parbox{\\linewidth}{\\footnotesize"]
@@ -144,9 +144,9 @@ def _tabular(columns: str, full_width: bool) -> tuple[str, str]:
     return "tabular", f"{{{columns}}}"
 
 
-def _blocks(table: Table, cols: list, width: int, compact: bool, rule: str, first_rule: bool = False) -> list[str]:
+def _blocks(table: Table, cols: list, width: int, rule: str, first_rule: bool = False) -> list[str]:
     """The rows of every block over ``cols``, each block under ``rule`` (the first one too with
-    ``first_rule``) and its italic title."""
+    ``first_rule``) and its italic title. Cells are compact (mean$_{\\pm std}$): long row labels fit."""
     st, lines = LATEX, []
     for i, block in enumerate(table.blocks):
         if i or first_rule:
@@ -155,7 +155,7 @@ def _blocks(table: Table, cols: list, width: int, compact: bool, rule: str, firs
         if title:
             lines.append(f"    \\multicolumn{{{width}}}{{l}}{{\\textit{{{title}}}}} \\\\")
         for row in block.rows:
-            cells = [row_label(row, st, latex=True)] + [cell_text(row, c, st, compact) for _, c in cols]
+            cells = [row_label(row, st, latex=True)] + [cell_text(row, c, st, compact=True) for _, c in cols]
             if table.show_n:
                 cells.insert(1, str(row.n) if row.kind == "measured" else "")
             lines.append("    " + " & ".join(cells) + " \\\\")
