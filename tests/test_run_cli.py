@@ -203,7 +203,7 @@ def test_ui_command_points_mlflow_at_the_store(tmp_path, tiny_mosi, home):
     assert cmd[:4] == [sys.executable, "-m", "mlflow", "ui"]
     assert cmd[cmd.index("--backend-store-uri") + 1] == uri and cmd[cmd.index("--port") + 1] == "5001"
     assert cmd[cmd.index("--default-artifact-root") + 1] == (home / "mlartifacts").as_uri()
-    assert url.startswith("http://127.0.0.1:5001/#/experiments/")
+    assert url.startswith("http://127.0.0.1:5001/#/experiments/") and url.endswith("/runs?workflowType=machine_learning")
     assert ui_command(None, "http://server:5000", "127.0.0.1", 5001) == (None, "http://server:5000")
 
 

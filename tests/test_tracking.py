@@ -140,6 +140,32 @@ def test_artifacts_config_environment_predictions_checkpoint(tracked, tiny_mosi)
     assert max(abs(float(r["pred"]) - p) for r, p in zip(rows, ev.preds)) < 1e-5
 
 
+
+@pytest.mark.slow
+def test_experiment_is_model_training_and_each_run_has_its_data_as_dataset_input(tracked, tiny_mosi):
+    import pickle
+
+    uri, specs, _, _ = tracked
+    c = tracking.client(uri)
+    exp = c.get_experiment_by_name("tracked study")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens it on its runs
+    with open(tiny_mosi, "rb") as fh:
+        sizes = {split: len(part["regression_labels"]) for split, part in pickle.load(fh).items()
+                 if split in ("train", "valid", "test")}
+    for spec in specs:
+        run = c.get_run(_run_id(tracked, spec))
+        (given,) = run.inputs.dataset_inputs
+        fingerprint = run.data.tags["dlf.data_fingerprint"]
+        assert given.dataset.name == Path(tiny_mosi).name and given.dataset.digest == fingerprint[:12]
+        assert given.dataset.source_type == "local"
+        assert json.loads(given.dataset.source) == {"uri": str(Path(tiny_mosi).resolve())}
+        profile = json.loads(given.dataset.profile)
+        assert profile["sha256"] == fingerprint == spec.data_fingerprint
+        assert {k: profile[f"{k}_samples"] for k in sizes} == sizes == {"train": 51, "valid": 9, "test": 27}
+        assert {(t.key, t.value) for t in given.tags} == {("mlflow.data.context", "train/valid/test")}
+        parent = c.get_run(run.data.tags["mlflow.parentRunId"])  # the row the runs table shows collapsed
+        assert [i.dataset.digest for i in parent.inputs.dataset_inputs] == [fingerprint[:12]]
+
 def test_epoch_logger_batches_writes():
     calls = []
 

@@ -114,7 +114,8 @@ def test_trials_is_a_total_and_rerunning_tops_up(trainer, study_file, tracking, 
     assert len(trainer.calls) == before and len(load(opts(study_file, tracking, tmp_path)).trials) == 8
 
 
-def test_no_test_metric_reaches_objective_sampler_storage_or_tracking(trainer, study_file, tracking, tmp_path):
+def test_no_test_metric_reaches_objective_sampler_storage_or_tracking(trainer, study_file, tracking, tmp_path,
+                                                                     tiny_mosi):
     o = opts(study_file, tracking, tmp_path, trials=4, study_name="sentinel")
     result = tune(o)
     study = load(o)
@@ -135,6 +136,9 @@ def test_no_test_metric_reaches_objective_sampler_storage_or_tracking(trainer, s
     for r in runs:
         assert SENTINEL not in r.data.metrics.values()
         assert not any(k.startswith("test_") for k in r.data.metrics)
+        # the trials and their parent show the data in the UI's Dataset column
+        assert [(i.dataset.name, i.dataset.source_type) for i in r.inputs.dataset_inputs] == [(tiny_mosi.name, "local")]
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 @pytest.mark.slow

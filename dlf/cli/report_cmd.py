@@ -21,7 +21,8 @@ def register(app: typer.Typer) -> None:
 def report(
     studies: Optional[list[str]] = StudiesArg,
     latex: bool = typer.Option(False, "--latex", help="Write booktabs .tex tables, each with a macro file "
-                               "(one \\providecommand per number) for citing single results."),
+                               "(one \\providecommand per number) for citing single results; on real data "
+                               "Table 2's paper numbers and gaps go to a companion -paper.tex."),
     markdown: bool = typer.Option(False, "--markdown", help="Write Markdown tables."),
     csv: bool = typer.Option(False, "--csv", help="Write CSV tables (every statistic, one line per cell) "
                              "and runs.csv (one line per seed run)."),

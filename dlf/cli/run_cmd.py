@@ -61,12 +61,14 @@ def plan(
 
 
 def ui(
-    study: Optional[str] = typer.Argument(None, help="Open this study's experiment (name or YAML)."),
+    study: Optional[str] = typer.Argument(None, help="Open this study's runs (name or YAML); default: the "
+                                         "experiment of the latest run."),
     tracking_uri: TrackingUriOpt = None,
     host: str = typer.Option("127.0.0.1", "--host", help="Address the UI listens on."),
     port: int = typer.Option(5000, "--port", help="Port the UI listens on."),
 ) -> None:
-    """Open the MLflow UI on the tracking store (Ctrl-C, SIGTERM or SIGHUP stops it and its server)."""
+    """Serve the MLflow UI on the tracking store and print the address of a study's runs table (Ctrl-C,
+    SIGTERM or SIGHUP stops it and its server)."""
     from dlf.run.commands import serve_ui, ui_command
 
     cmd, url = ui_command(study, tracking_uri, host, port)

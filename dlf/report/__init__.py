@@ -125,8 +125,8 @@ def write_study(rep: StudyReport, opts: ReportOptions, runs, predictions) -> lis
     out, written = rep.out_dir, []
     for table in rep.tables:
         if opts.latex:
-            written += [_write(out / f"{table.name}.tex", latex.to_latex(table)),
-                        _write(out / f"{table.name}-macros.tex", latex.to_macros(table))]
+            written += [_write(out / f"{table.name}{suffix}", text)
+                        for suffix, text in latex.latex_files(table).items()]
         if opts.markdown:
             written.append(_write(out / f"{table.name}.md", render.to_markdown(table)))
         if opts.csv:

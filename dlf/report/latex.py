@@ -15,9 +15,10 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from dlf.report.render import (Style, block_title, caption, cell_text, column_title, group_title,
-                               notes, num, row_label)
-from dlf.report.tables import Table
+from dlf.report.render import (Style, block_title, caption, cell_text, column_title, dataset_phrase,
+                               group_title, notes, num, row_label, seed_phrase)
+from dlf.report.paper import LABELS
+from dlf.report.tables import Column, ColumnGroup, Table
 
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
@@ -38,40 +39,96 @@ LATEX = Style(r" $\pm$ ", r"$\sigma$", r"$\Delta$", "--", r"$\uparrow$", r"$\dow
               compact_pm=lambda m, s: f"{m}$_{{\\pm {s}}}$")
 
 
+PAPER_SUFFIX = "-paper"  # the companion of a Table 2 on real data: the paper's numbers, our gaps
+
+
+def latex_files(table: Table) -> dict[str, str]:
+    """File-name suffix -> LaTeX text for one table: ``.tex``, the companion ``-paper.tex`` (a Table 2
+    with the paper's numbers beside it) and ``-macros.tex``."""
+    files = {".tex": to_latex(table)}
+    if _has_companion(table):
+        files[PAPER_SUFFIX + ".tex"] = to_latex_paper(table)
+    files["-macros.tex"] = to_macros(table)
+    return files
+
+
+def _has_companion(table: Table) -> bool:
+    return table.kind == "table2" and table.paper_columns
+
+
 def to_latex(table: Table) -> str:
     """The table as a float with caption, label, booktabs rules and footnotes.
 
-    Table 1 stacks its datasets, one panel of the six metrics per dataset under a single header, in
-    compact cells: so that even both corpora fit one text column (a plain article's 345pt) instead
-    of 13 columns side by side.
+    Every table fits the text width of a plain article (345pt), cells being compact
+    (mean$_{\\pm std}$). Table 2 keeps the paper's layout (four metrics, mean +- std); the paper's
+    numbers and our gaps to them go to a companion table (:func:`to_latex_paper`), since all of them
+    side by side (13 columns) cannot fit. Table 1 stacks its datasets, one panel of the six metrics
+    per dataset under a single header, instead of 13 columns side by side.
     """
+    if not _has_companion(table):
+        return _float(table, caption(table, LATEX), notes(table, LATEX))
+    main = dataclasses.replace(table, groups=[ColumnGroup(None, [c for c in table.columns if c.kind == "value"])],
+                               paper_columns=False)
+    see = f"The DLF paper's numbers and our gaps to them: Table~\\ref{{{_tag(table, PAPER_SUFFIX)}}}."
+    return _float(main, caption(main, LATEX), notes(main, LATEX) + [see])
+
+
+def to_latex_paper(table: Table) -> str:
+    """A Table 2's companion: per metric the paper's number and our mean minus it (in points), for
+    the rows the paper reports (its Table 2; the reference model's from its Table 1)."""
+    st = LATEX
+    value = [c for c in table.columns if c.kind == "value"]
+    groups = [ColumnGroup(LABELS[c.metric], [Column(c.dataset, c.metric, "paper"),
+                                             Column(c.dataset, c.metric, "gap_points")]) for c in value]
+    blocks = [dataclasses.replace(b, rows=[r for r in b.rows if _in_paper(r, value)]) for b in table.blocks]
+    view = dataclasses.replace(table, name=table.name + PAPER_SUFFIX, groups=groups, show_n=False,
+                               blocks=[b for b in blocks if b.rows])
+    text = (f"Ablation study on {dataset_phrase(view, st)}, test set, beside the DLF paper: its number (Paper) "
+            f"and our mean over {seed_phrase(view)} minus it ({st.delta}; our mean{st.pm}std in "
+            f"Table~\\ref{{{_tag(table)}}}). Study {st.code(table.study)}.")
+    foot = [(f"Paper: the DLF paper's number; {st.delta}: our mean minus it, in points (the CSV also has it "
+             f"in units of our std {st.sigma}).")]
+    if sum(len(b.rows) for b in view.blocks) < sum(len(b.rows) for b in table.blocks):
+        foot.append("Rows the paper does not report are left out.")
+    if any(r.cells.get(c.key) is None or r.cells[c.key].paper is None for b in view.blocks for r in b.rows
+           for c in value):
+        foot.append(f"{st.dash}: not reported.")
+    return _float(view, text, foot)
+
+
+def _in_paper(row, value_columns) -> bool:
+    return any(row.cells.get(c.key) is not None and row.cells[c.key].paper is not None for c in value_columns)
+
+
+def _tag(table: Table, suffix: str = "") -> str:
+    return f"tab:dlf-{_label(table.study)}-{_label(table.name + suffix)}"
+
+
+def _float(table: Table, caption_text: str, foot: list[str]) -> str:
+    """The float of ``table`` (already laid out): wide tables (more than 7 columns) span the page in
+    a two-column document; Table 1 stacks its datasets under a single header."""
     st = LATEX
     stacked = table.kind == "table1"
     cols = [(g, c) for g in (table.groups[:1] if stacked else table.groups) for c in g.columns]
     width = 1 + int(table.show_n) + len(cols)
     wide = width > 7 and not stacked
-    compact = wide or stacked
     env = "table*" if wide else "table"
-    lines = [f"% Generated by dlf-ablate report from study '{table.study}'. Needs \\usepackage{{booktabs}}."]
-    if wide:
-        lines.append("% Wide: if it overflows, wrap the tabular in \\resizebox{\\linewidth}{!}{...} (graphicx).")
-    lines += [f"\\begin{{{env}}}[htbp]", "  \\centering", "  \\scriptsize" if compact else "  \\footnotesize",
-              f"  \\setlength{{\\tabcolsep}}{{{1 if stacked else 2 if wide else 4}pt}}"]
+    lines = [f"% Generated by dlf-ablate report from study '{table.study}'. Needs \\usepackage{{booktabs}}.",
+             f"\\begin{{{env}}}[htbp]", "  \\centering", "  \\scriptsize" if stacked else "  \\footnotesize",
+             f"  \\setlength{{\\tabcolsep}}{{{1 if stacked else 4}pt}}"]
     tabular, spec = _tabular(f"l{'r' if table.show_n else ''}{'c' * len(cols)}", stacked)
-    lines += [f"  \\caption{{{caption(table, st)}}}",
-              f"  \\label{{tab:dlf-{_label(table.study)}-{_label(table.name)}}}",
+    lines += [f"  \\caption{{{caption_text}}}", f"  \\label{{{_tag(table)}}}",
               f"  \\begin{{{tabular}}}{spec}", "    \\toprule"]
     if stacked:
         lines += _header(table, st, with_groups=False)
         for g in table.groups:
             title = f"\\multicolumn{{{width}}}{{c}}{{\\textbf{{{group_title(table, g, st)}}}}} \\\\"
             lines += ["    \\midrule", f"    {title}"]
-            lines += _blocks(table, [(g, c) for c in g.columns], width, compact, f"    \\cmidrule(lr){{1-{width}}}")
+            lines += _blocks(table, [(g, c) for c in g.columns], width, f"    \\cmidrule(lr){{1-{width}}}")
     else:
         lines += _header(table, st)
-        lines += _blocks(table, cols, width, compact, "    \\midrule", first_rule=True)
+        lines += _blocks(table, cols, width, "    \\midrule", first_rule=True)
     lines += ["    \\bottomrule", f"  \\end{{{tabular}}}"]
-    foot = notes(table, st)
     if foot:
         lines += ["  \\par\\smallskip", "  \\parbox{\\linewidth}{\\footnotesize"]
         lines += [f"    {n}" + (" \\\\" if i < len(foot) - 1 else "}") for i, n in enumerate(foot)]
@@ -87,9 +144,9 @@ def _tabular(columns: str, full_width: bool) -> tuple[str, str]:
     return "tabular", f"{{{columns}}}"
 
 
-def _blocks(table: Table, cols: list, width: int, compact: bool, rule: str, first_rule: bool = False) -> list[str]:
+def _blocks(table: Table, cols: list, width: int, rule: str, first_rule: bool = False) -> list[str]:
     """The rows of every block over ``cols``, each block under ``rule`` (the first one too with
-    ``first_rule``) and its italic title."""
+    ``first_rule``) and its italic title. Cells are compact (mean$_{\\pm std}$): long row labels fit."""
     st, lines = LATEX, []
     for i, block in enumerate(table.blocks):
         if i or first_rule:
@@ -98,7 +155,7 @@ def _blocks(table: Table, cols: list, width: int, compact: bool, rule: str, firs
         if title:
             lines.append(f"    \\multicolumn{{{width}}}{{l}}{{\\textit{{{title}}}}} \\\\")
         for row in block.rows:
-            cells = [row_label(row, st, latex=True)] + [cell_text(row, c, st, compact) for _, c in cols]
+            cells = [row_label(row, st, latex=True)] + [cell_text(row, c, st, compact=True) for _, c in cols]
             if table.show_n:
                 cells.insert(1, str(row.n) if row.kind == "measured" else "")
             lines.append("    " + " & ".join(cells) + " \\\\")

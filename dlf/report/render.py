@@ -69,8 +69,8 @@ def cell_text(row: Row, col: Column, st: Style, compact: bool = False) -> str:
         return st.dash
     if row.kind in GAP_ROWS:
         return gap_text(cell, st, "points" if row.kind == "gap" else "units")
-    if col.kind == "gap":
-        return gap_text(cell, st)
+    if col.kind in ("gap", "gap_points"):
+        return gap_text(cell, st, "both" if col.kind == "gap" else "points")
     if col.kind == "paper":
         return num(cell.paper, cell.decimals, st)
     text = num(cell.mean, cell.decimals, st)
@@ -97,6 +97,8 @@ def column_title(table: Table, group: ColumnGroup, col: Column, st: Style) -> st
         return "Paper"
     if col.kind == "gap":
         return f"{st.delta} ({st.sigma})"
+    if col.kind == "gap_points":
+        return st.delta
     if table.kind == "table2" and table.paper_columns:
         return "Ours"
     return metric_title(col.metric, st)

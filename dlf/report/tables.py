@@ -39,7 +39,7 @@ class Cell:
 class Column:
     dataset: str
     metric: str
-    kind: str = "value"  # 'value' | 'paper' | 'gap'
+    kind: str = "value"  # 'value' | 'paper' | 'gap' (points and std units) | 'gap_points'
 
     @property
     def key(self) -> str:

@@ -191,7 +191,8 @@ def plan_command(study: str, set_overrides: Mapping[str, Any], set_file: Path | 
 
 
 def ui_command(study: str | None, tracking_uri: str | None, host: str, port: int) -> tuple[list[str] | None, str]:
-    """(command to run or None when the store is already a server, URL to open)."""
+    """(command to run or None when the store is already a server, URL to open): the runs table of
+    the study's experiment, or without a study of the experiment with the latest run."""
     from dlf.run.tracking import local_state_dir, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
@@ -201,23 +202,33 @@ def ui_command(study: str | None, tracking_uri: str | None, host: str, port: int
         raise DLFError(f"no tracking store at {uri}; run a study first, or pass --tracking-uri")
     _check_store(uri)  # the MLflow server would fail on it, or add its tables to another program's file
     _check_port(host, port)
-    url = f"http://{host}:{port}"
-    if study:
-        url += _experiment_fragment(study, uri)
+    url = _open_url(study, uri, f"http://{host}:{port}")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
            "--default-artifact-root", (local_state_dir(uri) / "mlartifacts").as_uri()]
     return cmd, url
 
 
-def _experiment_fragment(study: str, uri: str) -> str:
-    from dlf.study.spec import load_study
+def _open_url(study: str | None, uri: str, base: str) -> str:
+    """The runs page of ``study``'s experiment (tagged as model training on the way, for stores
+    made before the tag), else of the latest run's experiment, else the list of experiments."""
+    from dlf.run.mlflow_view import home_url, mark_model_training, runs_url
     from dlf.run.tracking import client
+    from dlf.study.spec import load_study
 
-    name = load_study(study).name
-    exp = client(uri).get_experiment_by_name(name)
-    if exp is None:
-        raise DLFError(f"study {name!r} has no runs in {uri} yet; run it first (dlf-ablate run {study})")
-    return f"/#/experiments/{exp.experiment_id}"
+    c = client(uri)
+    if study:
+        name = load_study(study).name
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise DLFError(f"study {name!r} has no runs in {uri} yet; run it first (dlf-ablate run {study})")
+    else:
+        latest = c.search_runs([e.experiment_id for e in c.search_experiments()], max_results=1,
+                               order_by=["attributes.start_time DESC"])
+        if not latest:
+            return home_url(base)
+        exp = c.get_experiment(latest[0].info.experiment_id)
+    mark_model_training(c, exp)
+    return runs_url(base, exp.experiment_id)
 
 
 def serve_ui(cmd: list[str], grace: float = 10.0) -> int:

@@ -12,6 +12,7 @@ claims (study, key) rows; this lock only covers one host.)
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from dataclasses import asdict, dataclass
@@ -19,6 +20,7 @@ from typing import Any, Callable, Mapping
 
 from dlf import interrupts
 from dlf.run import tracking
+from dlf.run.mlflow_view import log_dataset_input
 from dlf.errors import DLFError
 
 FINISHED, CACHED, FAILED = "finished", "cached", "failed"
@@ -104,7 +106,8 @@ def _execute_claimed(spec, uri: str, runtime, on_epoch) -> RunOutcome:
             run_id = tracking.create_seed_run(c, exp, parent, spec, env)
         tracking.log_run_inputs(c, run_id, spec, env)
         logger = tracking.EpochLogger(c, run_id, forward=on_epoch)
-        result, dataset = _train(spec, runtime, logger)
+        on_data = functools.partial(log_dataset_input, c, [run_id, parent], spec.dataset, spec.config.data)
+        result, dataset = _train(spec, runtime, logger, on_data)
         with interrupts.held():  # the trained run is completed; an interrupt now stops what follows
             logger.flush()
             tracking.finish_seed_run(c, run_id, spec, result, dataset)
@@ -122,7 +125,8 @@ def _execute_claimed(spec, uri: str, runtime, on_epoch) -> RunOutcome:
     return RunOutcome(FINISHED, spec.key, run_id=run_id, train_seconds=result.train_seconds)
 
 
-def _train(spec, runtime, logger):
+def _train(spec, runtime, logger, on_data: Callable[[Any], None]):
+    """Load and check the data, hand it to ``on_data`` (the run's dataset input), train."""
     from dlf.data.mmsa import load_dataset
     from dlf.train.loop import train_run
 
@@ -130,6 +134,7 @@ def _train(spec, runtime, logger):
     if dataset.fingerprint != spec.data_fingerprint:
         raise DLFError(f"{spec.data_path}: the data file changed after the study was planned (fingerprint "
                        f"{dataset.fingerprint[:12]}, planned {spec.data_fingerprint[:12]}); run the study again")
+    on_data(dataset)
     return train_run(spec.config, dataset, runtime, on_epoch=logger), dataset
 
 

@@ -24,6 +24,7 @@ from dlf.config import flatten
 from dlf.errors import DLFError
 from dlf.interrupts import HeldCalls
 from dlf.resources import home_dir
+from dlf.run.mlflow_view import experiment_tags, mark_model_training
 from dlf.run.store_file import check_store_file, store_error
 
 SEED, PARENT = "seed", "parent"
@@ -96,17 +97,19 @@ def _store_lock(uri: str):
 
 
 def ensure_experiment(c, name: str, uri: str) -> str:
-    """The id of experiment ``name``, created (or restored from the trash) when needed."""
+    """The id of experiment ``name``, created (or restored from the trash) when needed, tagged as
+    model training so that the MLflow UI opens it on its runs (dlf.run.mlflow_view)."""
     exp = c.get_experiment_by_name(name)
     if exp is None:
         try:
-            return c.create_experiment(name, artifact_location=artifact_location(uri, name))
+            return c.create_experiment(name, artifact_location=artifact_location(uri, name), tags=experiment_tags())
         except Exception:  # noqa: BLE001 - another process created it first
             exp = c.get_experiment_by_name(name)
             if exp is None:
                 raise
     if exp.lifecycle_stage == "deleted":
         c.restore_experiment(exp.experiment_id)
+    mark_model_training(c, exp)  # a store made before the tag existed gets it now
     return exp.experiment_id
 
 

@@ -84,7 +84,8 @@ def _load(setup: TuneSetup) -> tuple[Any, Any]:
     from dlf.data.mmsa import load_dataset
     from dlf.tune.track import TrialTracker
 
-    return load_dataset(setup.data_path, setup.base.data), TrialTracker(setup)
+    dataset = load_dataset(setup.data_path, setup.base.data)
+    return dataset, TrialTracker(setup, dataset)
 
 
 def _rerun(t: optuna.trial.FrozenTrial, seed: int, base: Any, dataset: Any, tracker: Any,

@@ -14,6 +14,7 @@ import time
 from typing import Any, Mapping
 
 from dlf.run import tracking
+from dlf.run.mlflow_view import log_dataset_input
 from dlf.run.tracking import EpochLogger, end_run, ensure_experiment, environment, search_all
 
 MLFLOW_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
@@ -64,8 +65,8 @@ def close_parent(uri: str, run_id: str, summary: Mapping[str, float], artifacts:
 class TrialTracker:
     """Child runs of the tuning parent, one per trial or re-evaluation (used inside workers)."""
 
-    def __init__(self, setup: Any) -> None:
-        self.setup = setup
+    def __init__(self, setup: Any, dataset: Any = None) -> None:
+        self.setup, self.dataset = setup, dataset  # dataset: the loaded data, logged as each run's input
         self.c = client(setup.tracking_uri)
         self._epochs: dict[str, EpochLogger] = {}
 
@@ -79,6 +80,8 @@ class TrialTracker:
         name = f"trial-{number}" if seed is None else f"trial-{number}#{seed}"
         run_id = self.c.create_run(s.experiment_id, tags=tags, run_name=name).info.run_id
         self.c.log_batch(run_id, params=[Param(k, str(v)) for k, v in overrides.items()])
+        if self.dataset is not None:
+            log_dataset_input(self.c, [run_id, s.parent_run_id], s.dataset, s.base.data, self.dataset)
         self._epochs[run_id] = EpochLogger(self.c, run_id, flush_seconds=5.0)
         return run_id
 

@@ -136,10 +136,10 @@ def run_worker(setup: TuneSetup, runtime: Any, worker: int = 0,
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(setup.storage)
     salt = worker * 7919 + len(optuna.load_study(study_name=setup.study_name, storage=storage).trials)
+    dataset = load_dataset(setup.data_path, setup.base.data)
     ctx = WorkerContext(setup=setup, storage=storage, study=load_tune_study(setup, storage, salt),
                         space=parse_space(setup.space, setup.space_source, setup.base),
-                        dataset=load_dataset(setup.data_path, setup.base.data), runtime=runtime,
-                        tracker=TrialTracker(setup))
+                        dataset=dataset, runtime=runtime, tracker=TrialTracker(setup, dataset))
     failures = 0
     while (trial := claim_trial(ctx)) is not None:
         state = run_trial(ctx, trial)
