@@ -142,7 +142,7 @@ def test_cells_are_mean_std_with_paper_precision_bold_and_marks():
     wo_lr = next(r for b in t2.blocks for r in b.rows if r.variant == "wo_lr")
     assert wo_lr.cells["synthetic-mosi:acc7"].p_holm == pytest.approx(3 * (1 - 8 * 3 ** .5 / 194 ** .5), rel=1e-6)
     # wo_lr Acc-7: 45.5, 45.0, 45.4 -> mean 45.30, std sqrt(0.14 / 2) = 0.26
-    assert render.cell_text(wo_lr, t2.columns[0], latex.LATEX) == "45.30 $\\pm$ 0.26$^{*}$"
+    assert render.cell_text(wo_lr, t2.columns[0], latex.LATEX) == "45.30 $\\pm$ 0.26$^{\\ddagger}$"
     assert "Holm-adjusted $p<0.05$" in tex
 
 

@@ -22,8 +22,9 @@ from dlf.report.tables import Column, ColumnGroup, Table
 
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-            "<": r"\textless{}", ">": r"\textgreater{}", "\u2020": r"\dag{}"}
-_MARKS = {"*": "*", "**": "**", "\u2020": r"\dagger"}
+            "<": r"\textless{}", ">": r"\textgreater{}", "\u2020": r"\dag{}",
+            "\u2021": r"\ddag{}"}
+_MARKS = {"*": "*", "**": "**", "\u2020": r"\dagger", "\u2021": r"\ddagger"}
 _DIGITS = "Zero One Two Three Four Five Six Seven Eight Nine".split()
 
 

@@ -14,7 +14,9 @@ from typing import Callable
 from dlf.report.paper import LABELS, PERCENT_METRICS, SOURCE_NOTES
 from dlf.report.tables import Cell, Column, ColumnGroup, Row, Table
 
-SIG = "*"  # significance mark (Table 2 only; Table 1 runs no tests, so no clash with its '*')
+# Significance mark of a tested cell: the paper's own marks (*, ** and a dagger: where a quoted Table 1
+# row comes from) are taken, so a test result never reads as a source.
+SIG = "\u2021"
 
 
 @dataclass(frozen=True)
