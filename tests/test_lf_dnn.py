@@ -132,11 +132,10 @@ def test_modality_subsets_build_and_fuse_only_the_subnets_named():
     assert set(out) == {"Feature_t", "Feature_v", "Feature_f", "M"} and out["M"].shape == (7, 1)
 
 
-def test_a_training_batch_of_one_sample_is_a_one_line_error():
+def test_a_batch_of_one_sample_is_evaluated_with_the_running_statistics():
+    # training on one is refused before the run starts (tests/test_mmsa_families.py)
     model = build_model(preset("mosi", "lf_dnn"), DIMS, LENS).train()
     text, audio, vision, _ = batch(n=1)
-    with pytest.raises(DLFError, match="a training batch of 1 sample .* choose another train.batch_size"):
-        model(text, audio, vision)
     with torch.no_grad():
         assert model.eval()(text, audio, vision)["M"].shape == (1, 1)  # evaluation uses running statistics
 
@@ -188,7 +187,7 @@ def test_a_short_training_run_through_the_cli(tmp_path, tiny_mosi_unaligned):
     assert result["epochs"] == 2 and np.isfinite(result["test"]["mae"])
     bad = fx.cli("train", "--variant", "lf_dnn", "--dataset", tiny_mosi_unaligned, "--set", "train.batch_size=25",
                  "--set", "train.max_epochs=1", "--device", "cpu", env=env)  # 51 samples: 25 + 25 + 1
-    assert bad.returncode == 2 and bad.stderr.startswith("error: lf_dnn: a training batch of 1 sample"), bad.stderr
+    assert bad.returncode == 2 and bad.stderr.startswith("error: train.batch_size=25: the 51 training samples"), bad.stderr
     assert bad.stderr.count("\n") == 1
 
 

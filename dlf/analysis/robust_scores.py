@@ -14,7 +14,7 @@ s_0 = 0 < s_1 < ... < s_K:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd

@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlf.errors import DLFError
 from dlf.models._kernels import dropout
 from dlf.models.mmsa_common import (convert_mmsa, l1_loss_terms, output_features, parameter_summary, sizes_from_shapes,
                                     time_mean)
@@ -54,10 +53,6 @@ class LF_DNN(nn.Module):
         self.post_fusion_layer_3 = nn.Linear(m.post_fusion_dim, 1)
 
     def forward(self, text, audio, vision, with_losses: bool = True) -> dict[str, torch.Tensor]:
-        if self.training and text.shape[0] < 2 and {"a", "v"} & set(self.mods):
-            raise DLFError("lf_dnn: a training batch of 1 sample (the last of an epoch when the training split "
-                           "is 1 more than a multiple of train.batch_size); BatchNorm needs at least 2, as in "
-                           "MMSA; choose another train.batch_size")
         out: dict[str, torch.Tensor] = {}
         if "a" in self.mods:
             out["Feature_a"] = self.audio_subnet(time_mean(audio, self.over_padding))  # (B, h_a)
