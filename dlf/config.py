@@ -49,6 +49,9 @@ class TrainConfig:
     plateau_patience: int = count(5, lo=0)
     min_delta: float = non_negative(1e-6)  # "better" means at least this much lower validation loss
     eval_batch_size: int = count(64)
+    # Each module's initial values drawn from (seed, its qualified name) after construction, so variants
+    # sharing a module start it from the same values (dlf.models.paired_init); false = construction order
+    paired_init: bool = True
 
 
 @dataclass(frozen=True)

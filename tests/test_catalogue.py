@@ -58,6 +58,7 @@ def test_builtins_cover_table2_with_paper_groups_labels_and_order(isolated):
     ("wo_fdm", lambda c: c.model.fdm is False and c.model.lfa and c.model.hp),
     ("wo_lfa", lambda c: c.model.lfa is False and c.model.fdm and c.model.hp),
     ("wo_hp", lambda c: c.model.hp is False and c.model.fdm and c.model.lfa),
+    ("wo_lfa_matched", lambda c: c.model.lfa is False and (c.model.crossmodal_d, c.model.crossmodal_heads) == (25, 5)),
     ("paper_triplet", lambda c: c.model.triplet == "paper"),
     ("bert", lambda c: c.model.text_encoder == "bert"),
 ])

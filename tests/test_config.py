@@ -28,7 +28,10 @@ def test_defaults_are_the_official_weights_and_protocol():
 
 def test_mosei_preset_changes_only_the_dataset_specific_values():
     mosi, mosei = preset("mosi"), preset("mosei")
-    assert mosi == RunConfig()
+    # the training recipe is the official trainer's on both: the validation L1 rounded to 4 decimals
+    base = RunConfig()
+    assert mosi == dataclasses.replace(base, train=dataclasses.replace(base.train, val_decimals=4))
+    assert mosei.train == mosi.train
     assert (mosei.model.conv_kernel, mosei.loss.ortho_chunk) == (3, 10)
     assert (mosei.model.text_dropout, mosei.model.attn_dropout, mosei.model.embed_dropout) == (0.1, 0.5, 0.0)
     assert mosei.loss == dataclasses.replace(mosi.loss, ortho_chunk=10)
@@ -72,6 +75,8 @@ def test_unknown_path_is_rejected_with_the_valid_ones():
         ("data.scale", 0, "data.scale"),
         ("loss.ortho_chunk", 7, "must divide"),
         ("model.n_heads", 3, "must be divisible by model.n_heads (3)"),
+        ("model.crossmodal_d", 25, "model.crossmodal_d (25) must be divisible by model.crossmodal_heads (10)"),
+        ("model.crossmodal_heads", 3, "model.crossmodal_d (50) must be divisible by model.crossmodal_heads (3)"),
     ],
 )
 def test_bad_values_name_the_path(path, value, needle):
@@ -127,7 +132,8 @@ DOMAINS = {
                                        "train.max_epochs", "train.patience", "train.eval_batch_size"],
                                       [0, -1, 2**31, 10**20]),
     "an integer in [4, 2147483647]": (["model.d_model"], [3, 0, -50, 2**31]),
-    "an integer in [0, 2147483647]": (["train.plateau_patience", "train.val_decimals"], [-1, 2**31]),
+    "an integer in [0, 2147483647]": (["train.plateau_patience", "train.val_decimals", "model.crossmodal_d",
+                                      "model.crossmodal_heads"], [-1, 2**31]),
     "an integer in [0, 4294967295]": (["seed", "data.synth_seed"], [-1, 2**32, 2**64, -(2**63)]),
 }
 CASES = [(desc, path, v) for desc, (paths, values) in DOMAINS.items() for path in paths for v in values]

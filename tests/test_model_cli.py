@@ -99,6 +99,20 @@ def test_model_summary_counts_match_the_official_used_modules():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("dataset,full", [("synthetic-mosi", MOSI_FULL), ("synthetic-mosei", MOSEI_FULL)])
+def test_wo_lfa_matched_has_the_full_models_size_and_wo_lfa_does_not(dataset, full):
+    def size(variant: str) -> dict:
+        return json.loads(invoke("model", "summary", "--variant", variant, "--dataset", dataset, "--json"))
+
+    matched, wo_lfa = size("wo_lfa_matched"), size("wo_lfa")
+    assert abs(matched["total"] - full) <= 0.05 * full < wo_lfa["total"] - full, (matched["total"], wo_lfa["total"])
+    # only the replacement is narrower (25 wide per modality, its projections included): heads, fusion and
+    # the final head are those of wo_lfa's width 2 x 25, the full model's
+    assert "crossmodal" in matched["components"] and "lfa" not in matched["components"]
+    assert matched["components"]["crossmodal"] < wo_lfa["components"]["crossmodal"] / 3
+
+
+@pytest.mark.slow
 def test_model_summary_set_parses_yaml_values():
     by_set = json.loads(invoke("model", "summary", "--set", "model.modalities=[l, a]", "--json"))
     by_variant = json.loads(invoke("model", "summary", "--variant", "l_and_a", "--json"))

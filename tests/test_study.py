@@ -68,10 +68,11 @@ def test_builtin_studies_cover_the_paper_tables(tmp_path):
     paper = yaml.safe_load(paper_tables_path().read_text())
     rows = [r["variant"] for r in paper["table2"]["rows"]]
     assert rows == TABLE2
-    quick, t2 = load_study("quickstart"), load_study("table2")
+    quick, quick2, t2 = load_study("quickstart"), load_study("quickstart-table2"), load_study("table2")
     t1 = load_study(available_copy("table1", tmp_path)[0])  # tests/test_zoo.py: its baselines
-    assert list(quick.variants) == rows == list(t2.variants)
-    assert quick.datasets == ("synthetic-mosi",) and t2.datasets == ("mosi",)
+    assert list(quick2.variants) == rows == list(t2.variants) and set(quick.variants) < set(rows)
+    assert quick.set == quick2.set and quick.seeds == quick2.seeds  # one flag away: the same settings
+    assert quick.datasets == quick2.datasets == ("synthetic-mosi",) and t2.datasets == ("mosi",)
     assert t1.datasets == ("mosi", "mosei") and t1.variants[0] == "dlf"
     assert t1.variant("dlf").overrides["model.text_encoder"] == "bert"  # DLF's row: the paper's protocol
     assert t1.seeds == t2.seeds == (1111, 1112, 1113, 1114, 1115)

@@ -84,7 +84,8 @@ def test_selection_schedule_and_test_use_the_best_validation_epoch(tiny, monkeyp
         return pred, metrics
 
     monkeypatch.setattr(train_mod, "evaluate", scripted)
-    cfg = cfg_for({"train.max_epochs": 50, "train.patience": 4, "train.plateau_patience": 1})
+    cfg = cfg_for({"train.max_epochs": 50, "train.patience": 4, "train.plateau_patience": 1,
+                   "train.val_decimals": 0})  # unrounded, so that min_delta alone decides epoch 6
     r = train_run(cfg, tiny, CPU1)
     assert (r.best_epoch, r.epochs) == (2, 6)
     assert [h["val_loss"] for h in r.history] == script
@@ -98,6 +99,33 @@ def test_selection_schedule_and_test_use_the_best_validation_epoch(tiny, monkeyp
     assert r.test_predictions["id"] == tiny.splits["test"].ids and pred.shape == (len(tiny.splits["test"]),)
     np.testing.assert_array_equal(labels, tiny.splits["test"].labels.numpy())
     assert r.test == pytest.approx(msa_metrics(pred, labels))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("decimals", [4, 0])
+def test_selection_stopping_and_scheduler_read_the_validation_loss_rounded_as_configured(tiny, monkeypatch, decimals):
+    """The official trainer rounds the validation L1 to 4 decimals before selection and the scheduler
+    see it (DLF's preset); 0 keeps the exact value. Epoch 3 is better only before rounding."""
+    script = [1.0, 0.80004, 0.79996, 0.80001, 0.79999]
+    real_evaluate, real_step, stepped = train_mod.evaluate, torch.optim.lr_scheduler.ReduceLROnPlateau.step, []
+
+    def scripted(model, data, batch_size=64, epoch=None, pool=None):
+        pred, metrics = real_evaluate(model, data, batch_size, epoch=epoch, pool=pool)
+        return pred, (metrics | {"mae": script[epoch - 1]}) if epoch is not None else metrics
+
+    def step(self, value, *a, **k):
+        stepped.append(value)
+        return real_step(self, value, *a, **k)
+
+    monkeypatch.setattr(train_mod, "evaluate", scripted)
+    monkeypatch.setattr(torch.optim.lr_scheduler.ReduceLROnPlateau, "step", step)
+    overrides = {"train.max_epochs": 5, "train.patience": 3} | ({} if decimals else {"train.val_decimals": 0})
+    cfg = cfg_for(overrides)
+    assert cfg.train.val_decimals == decimals
+    r = train_run(cfg, tiny, CPU1)
+    seen = [round(v, 4) for v in script] if decimals else script
+    assert stepped == seen and [h["val_loss"] for h in r.history] == seen
+    assert (r.best_epoch, r.epochs, r.stopped_early) == ((2, 5, True) if decimals else (3, 5, False))
 
 
 @pytest.mark.slow
@@ -177,7 +205,7 @@ def test_on_epoch_gets_the_contract_names_and_can_stop_the_run(tiny):
     terms = {n for n in names if n.startswith("train_") and n != "train_loss"}
     assert {"train_task_f", "train_recon", "train_triplet", "train_ortho"} <= terms
     assert names == {"train_loss", "val_loss", "lr"} | terms | {f"val_{k}" for k in METRIC_KEYS}
-    assert seen[0][1]["val_loss"] == seen[0][1]["val_mae"]
+    assert seen[0][1]["val_loss"] == round(seen[0][1]["val_mae"], 4)  # DLF's preset: 4 decimals
 
 
 @pytest.mark.slow

@@ -79,6 +79,10 @@ class MultiheadAttention(nn.Module):
         self.in_proj_weight = nn.Parameter(torch.empty(3 * d, d))
         self.in_proj_bias = nn.Parameter(torch.empty(3 * d))
         self.out_proj = nn.Linear(d, d)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The official init (also what paired initialisation re-draws, dlf.models.paired_init)."""
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.xavier_uniform_(self.out_proj.weight)
         nn.init.zeros_(self.in_proj_bias)
@@ -104,11 +108,15 @@ class TransformerLayer(nn.Module):
         self.self_attn = MultiheadAttention(d, n_heads, attn_dropout)
         self.fc1 = nn.Linear(d, 4 * d)
         self.fc2 = nn.Linear(4 * d, d)
+        self.reset_parameters()
+        self.layer_norms = nn.ModuleList([nn.LayerNorm(d), nn.LayerNorm(d)])
+        self.relu_dropout, self.res_dropout, self.causal = relu_dropout, res_dropout, causal
+
+    def reset_parameters(self) -> None:
+        """fairseq's Linear init for the feed-forward layers (Xavier, zero bias); the rest keep their own."""
         for fc in (self.fc1, self.fc2):
             nn.init.xavier_uniform_(fc.weight)
             nn.init.zeros_(fc.bias)
-        self.layer_norms = nn.ModuleList([nn.LayerNorm(d), nn.LayerNorm(d)])
-        self.relu_dropout, self.res_dropout, self.causal = relu_dropout, res_dropout, causal
 
     def forward(self, x: torch.Tensor, key: torch.Tensor | None = None, value: torch.Tensor | None = None,
                 last_only: bool = False) -> torch.Tensor:

@@ -163,8 +163,14 @@ def family_of(cfg: Any) -> ModelFamily:
 
 def build_model(cfg: Any, dims: Mapping[str, int], seq_lens: Mapping[str, int], bert_config: Mapping | None = None):
     """The model of run config ``cfg`` for data of these widths and stored lengths. The model keeps its
-    family's name (``model.family``), so that whoever holds it can read its predictions."""
+    family's name (``model.family``), so that whoever holds it can read its predictions. With
+    ``train.paired_init`` each module's initial values depend on the seed and its name only
+    (``dlf.models.paired_init``), whatever else the family builds."""
     model = family_of(cfg).build(cfg, dims, seq_lens, bert_config=bert_config)
+    if cfg.train.paired_init:
+        from dlf.models.paired_init import paired_init
+
+        paired_init(model, cfg.seed)
     if getattr(model, "family", None) != cfg.model.family:
         model.family = cfg.model.family
     return model

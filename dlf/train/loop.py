@@ -7,7 +7,9 @@ first of each group, one optimizer step after the 10th); element-wise value clip
 EVERY micro-batch backward, i.e. on the running accumulated gradient; ReduceLROnPlateau (min,
 factor 0.5, patience 5) stepped once per epoch on the validation loss; early stopping after
 ``patience`` epochs without an improvement of at least ``min_delta``; the selected weights are those
-of the best validation epoch and the test split is evaluated once, on them.
+of the best validation epoch and the test split is evaluated once, on them. Selection, early stopping
+and the scheduler all read the validation loss rounded to ``train.val_decimals`` decimals (the
+official trainers' 4 in the presets; 0 keeps it exact).
 
 Deliberate differences from the official code, both about measurement, not about training:
 - The validation loss is the sample-weighted mean |pred - label| over the unshuffled split (= MAE).

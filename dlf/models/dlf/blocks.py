@@ -28,8 +28,9 @@ def key_dropout(cfg: ModelConfig, modality: str) -> float:
     return {"l": cfg.attn_dropout, "a": cfg.attn_dropout_a, "v": cfg.attn_dropout_v}[modality]
 
 
-def make_encoder(cfg: ModelConfig, n_layers: int, attn_dropout: float, width: int | None = None) -> TransformerEncoder:
-    return TransformerEncoder(width or cfg.d_model, cfg.n_heads, n_layers, attn_dropout, cfg.relu_dropout,
+def make_encoder(cfg: ModelConfig, n_layers: int, attn_dropout: float, width: int | None = None,
+                 heads: int | None = None) -> TransformerEncoder:
+    return TransformerEncoder(width or cfg.d_model, heads or cfg.n_heads, n_layers, attn_dropout, cfg.relu_dropout,
                               cfg.res_dropout, cfg.embed_dropout, cfg.attn_mask)
 
 
@@ -94,19 +95,29 @@ class CrossModalAttention(nn.Module):
     then a ``max(n_levels, mem_levels)``-layer self-attention memory stack of that width; last step.
     This is the pattern of DMD's ``dmd.py`` that DLF still instantiates but never calls. With a
     single modality the memory stack runs on its own features (width d).
+
+    ``model.crossmodal_d`` = w != d narrows it as MulT does: S_m first goes through a bias-free
+    ``proj.{m}`` Linear(d, w), every stack is w (cross) or k * w (memory) wide, with
+    ``model.crossmodal_heads`` heads (``wo_lfa_matched``: the full model's parameter count).
     """
 
     def __init__(self, cfg: ModelConfig, modalities: Sequence[str]):
         super().__init__()
         deep = max(cfg.n_levels, cfg.mem_levels)
+        w, heads = cfg.crossmodal_d or cfg.d_model, cfg.crossmodal_heads or cfg.n_heads
+        self.proj = nn.ModuleDict({m: nn.Linear(cfg.d_model, w, bias=False) for m in modalities}) \
+            if w != cfg.d_model else None
         self.others = {m: [o for o in modalities if o != m] for m in modalities}
-        self.cross = nn.ModuleDict({f"{m}_{o}": make_encoder(cfg, cfg.n_levels, key_dropout(cfg, o))
+        self.cross = nn.ModuleDict({f"{m}_{o}": make_encoder(cfg, cfg.n_levels, key_dropout(cfg, o), w, heads)
                                     for m in modalities for o in self.others[m]})
-        self.widths = {m: cfg.d_model * max(1, len(self.others[m])) for m in modalities}
-        self.mem = nn.ModuleDict({m: make_encoder(cfg, deep, cfg.attn_dropout, self.widths[m]) for m in modalities})
+        self.widths = {m: w * max(1, len(self.others[m])) for m in modalities}
+        self.mem = nn.ModuleDict({m: make_encoder(cfg, deep, cfg.attn_dropout, self.widths[m], heads)
+                                  for m in modalities})
 
     def forward(self, s: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """s: modality -> (B, T'_m, d) -> modality -> (B, k_m * d)."""
+        """s: modality -> (B, T'_m, d) -> modality -> (B, k_m * w)."""
+        if self.proj is not None:
+            s = {m: self.proj[m](x) for m, x in s.items()}
         out = {}
         for m, mem in self.mem.items():
             others = self.others[m]

@@ -30,6 +30,10 @@ class ModelConfig:
     n_heads: int = count(10)
     n_levels: int = count(2)  # depth of every encoder / cross-modal transformer
     mem_levels: int = count(3)  # depth of the A->L / V->L self-attention "memory" stacks
+    # w/o LFA only (lfa: false): the MulT-style replacement's width per modality (S_m projected to it by
+    # a bias-free Linear, as MulT projects its inputs) and its heads; 0 = d_model / n_heads (no projection)
+    crossmodal_d: int = count(0, lo=0)
+    crossmodal_heads: int = count(0, lo=0)
     conv_kernel: int = count(5)  # input Conv1d kernel: 5 for MOSI, 3 for MOSEI
     attn_mask: bool = True  # causal mask in every transformer (official)
     text_dropout: float = dropout(0.5)
@@ -58,10 +62,14 @@ class LossConfig:
     triplet_margin: float = non_negative(0.15)  # official adaptive margin = triplet_margin * |y_anchor - y_negative|
 
 
+# The official trainer's do_test returns the validation L1 as round(loss, 4); selection, early
+# stopping and ReduceLROnPlateau all read that rounded value.
+_TRAIN = {"train.val_decimals": 4}
 # Corpora differ only in these values (official config.json, datasetParams).
 PRESETS: dict[str, dict[str, Any]] = {
-    "mosi": {},
+    "mosi": {**_TRAIN},
     "mosei": {
+        **_TRAIN,
         "model.conv_kernel": 3,
         "model.text_dropout": 0.1,
         "model.attn_dropout": 0.5,
@@ -77,5 +85,9 @@ def check(cfg: Any, source: str) -> None:
     m = cfg.model
     if m.d_model % m.n_heads:
         raise DLFError(f"{source}: model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})")
+    width, heads = m.crossmodal_d or m.d_model, m.crossmodal_heads or m.n_heads
+    if width % heads:
+        raise DLFError(f"{source}: model.crossmodal_d ({width}) must be divisible by model.crossmodal_heads ({heads}); "
+                       f"0 means model.d_model / model.n_heads")
     if m.d_model % cfg.loss.ortho_chunk:
         raise DLFError(f"{source}: loss.ortho_chunk ({cfg.loss.ortho_chunk}) must divide model.d_model ({m.d_model})")

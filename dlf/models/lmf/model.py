@@ -48,8 +48,13 @@ class LMF(nn.Module):
         self.text_factor = nn.Parameter(torch.empty(m.rank, text_out + 1, 1))
         self.fusion_weights = nn.Parameter(torch.empty(1, m.rank))
         self.fusion_bias = nn.Parameter(torch.zeros(1, 1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """MMSA's init of LMF's own parameters (the subnets keep theirs): Xavier-normal factors, zero bias."""
         for name in FACTORS + ("fusion_weights",):
             nn.init.xavier_normal_(getattr(self, name))
+        nn.init.zeros_(self.fusion_bias)
 
     def forward(self, text, audio, vision, with_losses: bool = True) -> dict[str, torch.Tensor]:
         audio_h = self.audio_subnet(time_mean(audio, self.over_padding))  # (B, h_a)

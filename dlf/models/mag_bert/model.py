@@ -72,7 +72,12 @@ class MAG_BERT(nn.Module):
         self.MAG = MAG(width, int(dims["a"]), int(dims["v"]), m.beta_shift, m.dropout_prob, m.mag_layer_norm_eps)
         self.classifier = nn.Linear(width, 1)
         self.p_pooled = float(config.hidden_dropout_prob)
-        _bert_init([self.MAG, self.classifier], float(config.initializer_range))
+        self.init_std = float(config.initializer_range)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """BERT's init for the modules MMSA adds to it (BERT itself keeps its pretrained weights)."""
+        _bert_init([self.MAG, self.classifier], self.init_std)
 
     def forward(self, text, audio, vision, with_losses: bool = True) -> dict[str, torch.Tensor]:
         ids, mask, types = text[:, 0].long(), text[:, 1].float(), text[:, 2].long()  # (B, T) each

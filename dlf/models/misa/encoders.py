@@ -41,14 +41,17 @@ class EncoderLayer(nn.Module):
     def __init__(self, d: int, n_heads: int, ff: int, p: float):
         super().__init__()
         self.self_attn = MultiheadAttention(d, n_heads, p)  # attention-weight dropout p, as torch's
-        # torch's MultiheadAttention keeps nn.Linear's own init for out_proj (Xavier for in_proj), zero biases
-        self.self_attn.out_proj.reset_parameters()
-        nn.init.zeros_(self.self_attn.out_proj.bias)
+        self.reset_parameters()
         self.linear1 = nn.Linear(d, ff)
         self.linear2 = nn.Linear(ff, d)
         self.norm1 = nn.LayerNorm(d)
         self.norm2 = nn.LayerNorm(d)
         self.p = p
+
+    def reset_parameters(self) -> None:
+        """torch's MultiheadAttention keeps nn.Linear's own init for out_proj (Xavier for in_proj), zero biases."""
+        self.self_attn.out_proj.reset_parameters()
+        nn.init.zeros_(self.self_attn.out_proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, S, d) -> (B, S, d); no mask (every code sees every other)."""
