@@ -104,7 +104,9 @@ class CrossModalAttention(nn.Module):
     def __init__(self, cfg: ModelConfig, modalities: Sequence[str]):
         super().__init__()
         deep = max(cfg.n_levels, cfg.mem_levels)
-        w, heads = cfg.crossmodal_d or cfg.d_model, cfg.crossmodal_heads or cfg.n_heads
+        # a family without the narrowing fields (DMD reuses this block) runs it at full width
+        w = getattr(cfg, "crossmodal_d", 0) or cfg.d_model
+        heads = getattr(cfg, "crossmodal_heads", 0) or cfg.n_heads
         self.proj = nn.ModuleDict({m: nn.Linear(cfg.d_model, w, bias=False) for m in modalities}) \
             if w != cfg.d_model else None
         self.others = {m: [o for o in modalities if o != m] for m in modalities}
