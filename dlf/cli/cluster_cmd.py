@@ -18,8 +18,5 @@ def retired(ctx: typer.Context) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("worker", context_settings=_ANY_ARGS, hidden=True)(retired)
-    queue_app = typer.Typer(help="Retired: the run queue gave way to Ray (docs/cluster.md).", hidden=True,
-                            invoke_without_command=True, context_settings=_ANY_ARGS)
-    queue_app.callback()(retired)
-    app.add_typer(queue_app, name="queue")
+    for name in ("worker", "queue"):  # `queue status ...`: the rest are extra arguments
+        app.command(name, context_settings=_ANY_ARGS, hidden=True)(retired)
