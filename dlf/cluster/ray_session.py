@@ -116,7 +116,12 @@ def cluster_info(ray: Any, address: str) -> ClusterInfo:
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     total = ray.cluster_resources()
     per_node = [n.get("Resources", {}).get("GPU", 0.0) for n in nodes]
-    shown = address if address not in (LOCAL, AUTO) else f"{address} ({ray.get_runtime_context().gcs_address})"
+    shown = address
+    if address in (LOCAL, AUTO):
+        try:
+            shown = f"{address} ({ray.get_runtime_context().gcs_address})"
+        except Exception:  # noqa: BLE001 - Ray Client sessions do not expose it; the name is enough
+            pass
     return ClusterInfo(address=shown, nodes=len(nodes), cpus=total.get("CPU", 0.0), gpus=total.get("GPU", 0.0),
                        max_node_gpus=max(per_node, default=0.0))
 
