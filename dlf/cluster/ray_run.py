@@ -138,7 +138,7 @@ class _Driver:
         self.ray, self.uri, self.shape, self.table, self.ttl = ray, uri, shape, table, ttl
         self.limit, self.result, self.emit = limit, result, emit
         self.task = ray.remote(execute_on_node).options(name="dlf-run", **shape.options())
-        self.box = ray.remote(EventBox).options(num_cpus=0).remote()
+        self.box = _event_box(ray)
         self.running: dict[Any, Any] = {}  # object ref -> spec
         self.slots: dict[str, int] = {}  # key -> progress line, while its task runs
 
@@ -169,7 +169,11 @@ class _Driver:
 
     def _events(self) -> None:
         by_key = {spec.key: spec for spec in self.running.values()}
-        for ev in self.ray.get(self.box.drain.remote()):
+        try:
+            events = self.ray.get(self.box.drain.remote())
+        except self.ray.exceptions.RayActorError:  # progress only: a new box for the tasks to come
+            self.box, events = _event_box(self.ray), []
+        for ev in events:
             spec = by_key.get(ev.get("key"))
             if spec is None:
                 continue
@@ -206,6 +210,11 @@ class _Driver:
                 self._finished(ref)
 
 
+def _event_box(ray: Any) -> Any:
+    """The driver's mailbox on the head node, which outlives the other nodes."""
+    return ray.remote(EventBox).options(num_cpus=0, resources={"node:__internal_head__": 0.001}).remote()
+
+
 def _first_line(err: Exception) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
@@ -235,14 +244,26 @@ def execute_on_node(spec_dict: dict, uri: str, runtime_kwargs: dict, table: Any,
     with Lease(table, lease_name(spec), token, ttl) as lease:
         if not lease.acquired:
             return RunOutcome(BUSY, spec.key).to_dict()
-        box.put.remote({"type": "start", "key": spec.key})
-        forward = EpochForward(box.put.remote, 0, spec.key)
+        post = _poster(box)
+        post({"type": "start", "key": spec.key})
+        forward = EpochForward(post, 0, spec.key)
         try:
             return execute_run(spec, uri, Runtime(**runtime_kwargs), on_epoch=forward).to_dict()
         except KeyboardInterrupt:
             if lease.lost:
                 return RunOutcome(FAILED, spec.key, error="its lease lapsed and another task took the key").to_dict()
             raise
+
+
+def _poster(box: Any) -> Callable[[dict], None]:
+    """Posts progress to the driver's box without waiting; a lost box costs progress, never the run."""
+    def post(event: dict) -> None:
+        try:
+            box.put.remote(event)
+        except Exception:  # noqa: BLE001
+            pass
+
+    return post
 
 
 def for_this_host(spec: Any) -> Any:

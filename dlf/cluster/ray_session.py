@@ -98,6 +98,7 @@ def connect(address: str, env: dict[str, str] | None = None) -> ClusterInfo:
         ray.shutdown()
     _route_driver_messages(ray)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run at" per parent
     kwargs: dict[str, Any] = dict(logging_level=logging.ERROR, log_to_driver=False,
                                   runtime_env={"env_vars": dict(env or {})})
     if address == LOCAL:
