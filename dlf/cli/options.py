@@ -3,7 +3,7 @@
 Each is an ``Annotated`` alias: a command writes ``data_root: DataRootOpt = None`` and sets its own
 default where commands differ (``--device`` is ``auto`` for ``train``/``tune``, ``cpu`` for ``evaluate``).
 Options whose meaning, default or validation differ per command (``--threads``, ``--workers``,
-``--queue`` of ``run``, the worker's ``--data-root`` and ``--tracking-uri``) stay with their command.
+``--ray`` and ``--gpus-per-run`` of ``run``) stay with their command.
 """
 from __future__ import annotations
 
@@ -37,6 +37,3 @@ DevicesOpt = Annotated[Optional[str], typer.Option(
 DatasetOpt = Annotated[str, typer.Option(
     "--dataset", "-d", help="mosi, mosei, synthetic-mosi, synthetic-mosei or a pickle path.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")]
-QueueOpt = Annotated[str, typer.Option(  # worker and queue status; run's optional --queue has no envvar
-    "--queue", envvar="DLF_QUEUE",
-    help="PostgreSQL URL of the work queue, e.g. postgresql://user:pw@dbhost:5432/dlf (or $DLF_QUEUE).")]

@@ -21,28 +21,31 @@ def run(
     set_: SetOpt = None,
     set_file: SetFileOpt = None,
     workers: Optional[int] = typer.Option(None, "--workers", help="Local worker processes (default 1, or one "
-                                          "per --devices entry). On CPU each gets cores // workers threads."),
+                                          "per --devices entry). On CPU each gets cores // workers threads. "
+                                          "With --ray: runs at once (default: as many as the cluster fits)."),
     devices: DevicesOpt = None,
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads per worker (default: "
                                           "cores // workers)."),
     tracking_uri: TrackingUriOpt = None,
     data_root: DataRootOpt = None,
-    queue: Optional[str] = typer.Option(None, "--queue", help="PostgreSQL URL of a cluster work queue: enqueue "
-                                        "the pending runs for 'dlf-ablate worker' processes instead of running "
-                                        "them here (see docs/cluster.md)."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Run every pending run as a task on a Ray cluster: "
+                                      "auto (the cluster this host belongs to), local (a Ray instance started "
+                                      "for this command), HOST:PORT or ray://HOST:10001 (docs/cluster.md)."),
+    gpus_per_run: Optional[float] = typer.Option(None, "--gpus-per-run", help="With --ray: GPUs per run; a "
+                                                 "fraction packs runs, 0.25 = four runs per GPU (default 0: CPU)."),
+    queue: Optional[str] = typer.Option(None, "--queue", hidden=True, help="Retired (use --ray)."),
 ) -> None:
     """Run a study: every variant x dataset x seed whose run key has not finished yet, tracked in MLflow."""
     from dlf.config import parse_set_options
     from dlf.run.commands import run_command
 
     if queue:
-        from dlf.cluster.launch import enqueue_study
+        from dlf.cli.cluster_cmd import QUEUE_RETIRED
+        from dlf.errors import DLFError
 
-        summary = enqueue_study(study, queue, tracking_uri, data_root, parse_set_options(set_ or []), set_file)
-        typer.echo("\n".join(summary.lines()))
-        return
+        raise DLFError(QUEUE_RETIRED)
     code = run_command(study, parse_set_options(set_ or []), set_file, workers, devices, threads,
-                       tracking_uri, data_root)
+                       tracking_uri, data_root, ray=ray, gpus_per_run=gpus_per_run)
     raise typer.Exit(code)
 
 

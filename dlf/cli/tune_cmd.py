@@ -28,7 +28,8 @@ def tune(
                                           "$DLF_HOME/tune/<study-name>.journal."),
     study_name: Optional[str] = typer.Option(None, "--study-name", help="Optuna study name "
                                              "(default: <study>-<variant>@<dataset>)."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Local worker processes on the same storage."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes on the same storage (Ray tasks "
+                                "with --ray)."),
     devices: DevicesOpt = None,
     device: DeviceOpt = "auto",
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads per worker "
@@ -50,6 +51,10 @@ def tune(
     data_root: DataRootOpt = None,
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs, CI)."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the importance/history/Pareto PNGs."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Run the --workers as tasks on a Ray cluster: auto, local, "
+                                      "HOST:PORT or ray://HOST:10001; give a PostgreSQL --storage across nodes."),
+    gpus_per_run: Optional[float] = typer.Option(None, "--gpus-per-run", help="With --ray: GPUs per worker; a "
+                                                 "fraction packs several on one GPU (default 0: CPU)."),
 ) -> None:
     """Search loss weights with Optuna on VALIDATION metrics; resumable, tracked, exported for `run`."""
     import dlf.train.loop  # noqa: F401 - torch and optuna, which trials need, imported before the collector
@@ -66,7 +71,7 @@ def tune(
         seeds=_seeds(seeds), export=str(export) if export else None, tracking_uri=tracking_uri,
         set_overrides=parse_set_options(set_ or []), set_file=str(set_file) if set_file else None,
         data_root=str(data_root) if data_root else None, device=device, threads=threads,
-        progress=not no_progress, plots=not no_plots,
+        progress=not no_progress, plots=not no_plots, ray=ray, gpus_per_run=gpus_per_run,
     )
     result = run_tune(opts)
     _print(result)

@@ -15,9 +15,10 @@ from dlf.errors import DLFError
 
 
 def run_command(study: str, set_overrides: Mapping[str, Any], set_file: Path | None, workers: int | None,
-                devices: str | None, threads: int | None, tracking_uri: str | None, data_root: Path | None) -> int:
-    """Expand, run with live progress, print the summary; returns the exit code (0 all ok, 1 a run
-    failed, 130 interrupted)."""
+                devices: str | None, threads: int | None, tracking_uri: str | None, data_root: Path | None,
+                ray: str | None = None, gpus_per_run: float | None = None) -> int:
+    """Expand, run with live progress (here, or as Ray tasks with ``ray``), print the summary; returns
+    the exit code (0 all ok, 1 a run failed, 130 interrupted)."""
     from rich.console import Console
 
     from dlf.run.local import parse_devices, run_study
@@ -25,14 +26,25 @@ def run_command(study: str, set_overrides: Mapping[str, Any], set_file: Path | N
     from dlf.run.tracking import resolve_tracking_uri
 
     _check_counts(workers, threads)
+    if ray and devices:
+        raise DLFError(f"--devices {devices} with --ray: Ray assigns the GPUs; use --gpus-per-run instead")
+    if gpus_per_run and not ray:
+        raise DLFError("--gpus-per-run needs --ray ADDRESS; on this machine use --devices")
     parsed_devices = parse_devices(devices)  # before anything is read or written: no CUDA here is one line
     spec = load_study(study)
     specs = expand(spec, data_root=data_root, set_overrides=set_overrides, set_file=set_file)
     uri = resolve_tracking_uri(tracking_uri)
     _check_store(uri)  # one line, before the progress display starts
+    if ray:  # connected (or refused, in one line) before the progress display starts
+        from dlf.cluster.ray_run import RayStudy
+
+        execute = RayStudy.connect(specs, uri, ray, gpus_per_run, threads, workers).run
+    else:
+        def execute(emit):
+            return run_study(specs, uri, workers=workers, devices=parsed_devices, threads=threads, emit=emit)
     console = Console(stderr=False)
     with _Progress(console, spec.name, len(specs)) as view, _sigterm_as_interrupt():
-        result = run_study(specs, uri, workers=workers, devices=parsed_devices, threads=threads, emit=view)
+        result = execute(view)
     console.print(summary_table(result))
     counts = result.counts()
     console.print(", ".join(f"{n} {k}" for k, n in counts.items() if n or k != "not run") + f"  (tracking: {uri})")
@@ -115,6 +127,8 @@ class _Progress:
                 self.console.print(f"{ev['cached']} of {ev['total']} runs already finished (cached)")
         elif kind == "warning":
             self.console.print(f"[yellow]warning:[/] {ev['message']}")
+        elif kind == "note":
+            self.console.print(ev["message"], markup=False)
         elif kind == "start":
             self._line(ev["worker"], f"  {ev['spec'].title}", total=ev["spec"].config.train.max_epochs)
         elif kind == "epoch":

@@ -7,8 +7,8 @@ two studies is two runs, which must not wait on each other. The kernel drops the
 process dies, SIGKILL included, so a lock can never go stale, and whoever holds it knows that a
 seed run with the same key still marked RUNNING belongs to a dead process: it is marked FAILED and
 the key is trained again. Two local processes therefore never train the same key of a study at
-once, and a FINISHED key is never trained twice in a study. (Across machines the cluster queue
-claims (study, key) rows; this lock only covers one host.)
+once, and a FINISHED key is never trained twice in a study. (Across machines a Ray lease
+(dlf.cluster.claims) claims (study, key); this lock only covers one host.)
 """
 from __future__ import annotations
 

@@ -103,20 +103,10 @@ def run_study(specs: list, tracking_uri: str | None = None, workers: int | None 
     if not specs:
         return result
     uri = tracking.resolve_tracking_uri(tracking_uri)
-    if _all_cached(specs, uri, result):
-        emit({"type": "plan", "total": len(specs), "cached": len(specs), "pending": 0})
+    opened = open_study_runs(specs, uri, result, emit)
+    if opened is None:
         return result
-    c = tracking.client(uri)
-    # Two invocations of one study must not both create its experiment or parent runs.
-    with key_lock("study-" + hashlib.sha256(specs[0].study.encode()).hexdigest()[:16], uri):
-        exp = tracking.ensure_experiment(c, specs[0].study, uri)
-        parents = tracking.ensure_parents(c, exp, specs)
-    done = tracking.finished_keys(c, exp)
-    pending = [s for s in specs if s.key not in done]
-    for spec in specs:
-        if spec.key in done:
-            result.outcomes[spec.key] = RunOutcome(CACHED, spec.key, run_id=done[spec.key].info.run_id)
-    emit({"type": "plan", "total": len(specs), "cached": len(specs) - len(pending), "pending": len(pending)})
+    c, parents, pending = opened
     workers = min(workers or (len(devices) if devices and devices != ["cpu"] else 1), max(1, len(pending)))
 
     def record(spec, outcome: RunOutcome, worker: int) -> None:
@@ -133,8 +123,29 @@ def run_study(specs: list, tracking_uri: str | None = None, workers: int | None 
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
-        _close_parents(c, parents, specs, result.outcomes)
+        close_parents(c, parents, specs, result.outcomes)
     return result
+
+
+def open_study_runs(specs: list, uri: str, result: StudyRun, emit: Emit, lock=None):
+    """Create the study's experiment and parent runs, record the cached keys in ``result``; (client,
+    parents, pending specs), or None when every key is cached. ``lock``: a context manager that keeps
+    other drivers of the study out meanwhile (default: a file lock, for the processes of one host)."""
+    if _all_cached(specs, uri, result):
+        emit({"type": "plan", "total": len(specs), "cached": len(specs), "pending": 0})
+        return None
+    c = tracking.client(uri)
+    # Two invocations of one study must not both create its experiment or parent runs.
+    with lock or key_lock("study-" + hashlib.sha256(specs[0].study.encode()).hexdigest()[:16], uri):
+        exp = tracking.ensure_experiment(c, specs[0].study, uri)
+        parents = tracking.ensure_parents(c, exp, specs)
+    done = tracking.finished_keys(c, exp)
+    pending = [s for s in specs if s.key not in done]
+    for spec in specs:
+        if spec.key in done:
+            result.outcomes[spec.key] = RunOutcome(CACHED, spec.key, run_id=done[spec.key].info.run_id)
+    emit({"type": "plan", "total": len(specs), "cached": len(specs) - len(pending), "pending": len(pending)})
+    return c, parents, pending
 
 
 def _all_cached(specs: list, uri: str, result: StudyRun) -> bool:
@@ -192,7 +203,7 @@ def _run_inline(pending: list, uri: str, runtime_kwargs: dict, record, emit: Emi
             record(spec, outcome, 0)
 
 
-def _close_parents(c, parents: dict, specs: list, outcomes: dict[str, RunOutcome]) -> None:
+def close_parents(c, parents: dict, specs: list, outcomes: dict[str, RunOutcome]) -> None:
     groups: dict[tuple[str, str], list[str]] = {}
     for spec in specs:
         groups.setdefault((spec.variant, spec.dataset), []).append(

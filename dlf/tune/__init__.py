@@ -2,7 +2,7 @@
 
 Flow: :func:`prepare` (study YAML + CLI -> :class:`TunePlan`), :func:`open_study` (create or resume
 the Optuna study, refuse a changed space or setup, enqueue the official weights as trial 0 of a new
-study), the search (``dlf.tune.worker``, in this process or ``--workers`` spawned processes), the
+study), the search (``dlf.tune.worker``, in this process, ``--workers`` spawned processes or Ray tasks), the
 top-K re-evaluation over seeds and the export (``dlf.tune.eval``), plots (``dlf.tune.report``).
 
 The ``tune:`` mapping of a study YAML (``studies/tune.yaml``) sets the defaults; CLI flags win.
@@ -45,10 +45,15 @@ def tune(opts: TuneOptions) -> TuneResult:
 
     plan = prepare(opts)
     check_storage(plan.setup.storage)  # before a tracking run is opened for a search that cannot start
-    setup = plan.setup = _attach_tracking(plan, opts)
-    study, created = open_study(setup)
-    reaped = reap_before_start(setup)
-    errors, candidates = _search_and_reevaluate(plan, opts, study)
+    cluster = _connect_ray(plan, opts)  # likewise: a cluster that cannot run it is refused first
+    try:
+        setup = plan.setup = _attach_tracking(plan, opts)
+        study, created = open_study(setup)
+        reaped = reap_before_start(setup)
+        errors, candidates = _search_and_reevaluate(plan, opts, study, cluster)
+    finally:
+        if cluster is not None:
+            cluster.close()
     export, plots, notes = _conclude(plan, opts, study, candidates, errors)
     pareto = [(t.number, list(t.values)) for t in study.best_trials] if len(setup.objectives) > 1 else []
     return TuneResult(study_name=setup.study_name, storage=setup.storage, objectives=setup.objectives,
@@ -57,7 +62,26 @@ def tune(opts: TuneOptions) -> TuneResult:
                       parent_run_id=setup.parent_run_id)
 
 
-def _search_and_reevaluate(plan: TunePlan, opts: TuneOptions, study: Any) -> tuple[list[str], list]:
+def _connect_ray(plan: TunePlan, opts: TuneOptions) -> Any:
+    """The cluster the workers run on with ``--ray`` (checked against the stores), else None."""
+    if not opts.ray:
+        if opts.gpus_per_run:
+            from dlf.errors import DLFError
+
+            raise DLFError("--gpus-per-run needs --ray ADDRESS; on this machine use --devices")
+        return None
+    from dlf.cluster.ray_tune import RaySearch
+    from dlf.run.tracking import resolve_tracking_uri
+
+    if opts.devices:
+        from dlf.errors import DLFError
+
+        raise DLFError(f"--devices {opts.devices} with --ray: Ray assigns the GPUs; use --gpus-per-run instead")
+    return RaySearch.connect(opts.ray, plan.setup.storage, resolve_tracking_uri(opts.tracking_uri), opts.workers,
+                             opts.threads, opts.gpus_per_run)
+
+
+def _search_and_reevaluate(plan: TunePlan, opts: TuneOptions, study: Any, cluster: Any) -> tuple[list[str], list]:
     from dlf.tune.eval import reevaluate
     from dlf.tune.report import ProgressBoard
     from dlf.tune.search import run_search
@@ -68,10 +92,15 @@ def _search_and_reevaluate(plan: TunePlan, opts: TuneOptions, study: Any) -> tup
         if len(setup.objectives) > 1:
             board.note(f"multi-objective search over {', '.join(setup.objectives)}: pruning is OFF (Optuna "
                        "cannot prune on several objectives); the Pareto front is reported at the end")
-        if warning:
+        if cluster is not None:
+            board.note(cluster.describe())
+        elif warning:
             board.note(f"warning: {warning}")
         board.update(study)
-        errors = run_search(setup, runtime, envs, board.update)
+        if cluster is not None:
+            errors = cluster.run(setup, board.update)
+        else:
+            errors = run_search(setup, runtime, envs, board.update)
         if errors:
             return errors, []
         return [], reevaluate(study, setup, plan.configs, plan.top_k, runtime, plan.code_version, board.note)

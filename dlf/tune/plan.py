@@ -59,6 +59,8 @@ class TuneOptions:
     threads: int | None = None  # per worker; default max(1, cores // workers)
     progress: bool = True
     plots: bool = True
+    ray: str | None = None  # a Ray cluster address: the workers run as its tasks (dlf.cluster.ray_tune)
+    gpus_per_run: float | None = None  # with ray: GPUs per worker (a fraction packs several on one GPU)
 
 
 @dataclass

@@ -30,7 +30,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from dlf.errors import DLFError
-from dlf.cluster.queue import sqlalchemy_url
+from dlf.tune.postgres import sqlalchemy_url
 from dlf.resources import home_dir
 from dlf.tune.journal import check_journal
 
@@ -114,7 +114,7 @@ def _pg_lock(storage: str, name: str) -> contextlib.AbstractContextManager:
     """A cross-host advisory lock on PostgreSQL storages; nothing elsewhere."""
     if not storage.startswith("postgres"):
         return contextlib.nullcontext()
-    from dlf.cluster.queue import advisory_lock
+    from dlf.tune.postgres import advisory_lock
 
     return advisory_lock(storage, name)
 
