@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dlf.run import tracking
+from dlf.run import store_file, tracking
 from dlf.errors import DLFError
 from study_fixtures import CODE_VERSION, write_study
 
@@ -194,15 +194,15 @@ def test_fast_sqlite_look_agrees_with_mlflow(tracked, tmp_path):
     shutil.copy(uri.removeprefix("sqlite:///"), copy)
     c = tracking.client(f"sqlite:///{copy}")
     exp = c.get_experiment_by_name("tracked study").experiment_id
-    done, parents = tracking.sqlite_finished(f"sqlite:///{copy}", "tracked study")
+    done, parents = store_file.sqlite_finished(f"sqlite:///{copy}", "tracked study")
     assert done == {k: r.info.run_id for k, r in tracking.finished_keys(c, exp).items()}
     assert done == {s.key: result.outcomes[s.key].run_id for s in specs}
     assert parents == {(s.variant, s.dataset): "FINISHED" for s in specs}
     c.delete_run(done[specs[0].key])  # a run deleted in the UI no longer counts as done
-    assert set(tracking.sqlite_finished(f"sqlite:///{copy}", "tracked study")[0]) == {specs[1].key}
+    assert set(store_file.sqlite_finished(f"sqlite:///{copy}", "tracked study")[0]) == {specs[1].key}
     assert set(tracking.finished_keys(c, exp)) == {specs[1].key}
-    assert tracking.sqlite_finished(f"sqlite:///{tmp_path}/none.db", "x") is None
-    assert tracking.sqlite_finished("http://server:5000", "x") is None
+    assert store_file.sqlite_finished(f"sqlite:///{tmp_path}/none.db", "x") is None
+    assert store_file.sqlite_finished("http://server:5000", "x") is None
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from dlf.run import tracking
+from dlf.run import store_file, tracking
 from dlf.errors import DLFError
 from dlf.run.executor import BUSY, CACHED, FAILED, FINISHED, RunOutcome, execute_run, key_lock
 from dlf.run.workers import EpochForward, LocalWorkers
@@ -151,7 +151,7 @@ def open_study_runs(specs: list, uri: str, result: StudyRun, emit: Emit, lock=No
 def _all_cached(specs: list, uri: str, result: StudyRun) -> bool:
     """True (outcomes filled in) when a local store shows every key FINISHED and every parent
     closed: the common "run it again" case, answered without loading MLflow."""
-    fast = tracking.sqlite_finished(uri, specs[0].study)
+    fast = store_file.sqlite_finished(uri, specs[0].study)
     if fast is None:
         return False
     done, parents = fast

@@ -25,9 +25,8 @@ from dlf.errors import DLFError
 from dlf.interrupts import HeldCalls
 from dlf.resources import home_dir
 from dlf.run.mlflow_view import experiment_tags, mark_model_training
-from dlf.run.store_file import check_store_file, store_error
+from dlf.run.store_file import PARENT, SEED, check_store_file, store_error
 
-SEED, PARENT = "seed", "parent"
 _DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 
@@ -128,44 +127,6 @@ def finished_keys(c, experiment_id: str) -> dict[str, Any]:
     """run key -> a FINISHED seed run with that key."""
     runs = search_all(c, experiment_id, f"tags.`dlf.level` = '{SEED}' and attributes.status = 'FINISHED'")
     return {r.data.tags["dlf.run_key"]: r for r in runs if "dlf.run_key" in r.data.tags}
-
-
-_FAST_FROM = (
-    "FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id "
-    "JOIN tags l ON l.run_uuid = r.run_uuid AND l.key = 'dlf.level' {joins} "
-    "WHERE e.name = ? AND e.lifecycle_stage = 'active' AND r.lifecycle_stage = 'active' AND l.value = ?"
-)
-_FAST_SEEDS = ("SELECT k.value, r.run_uuid " + _FAST_FROM.format(
-    joins="JOIN tags k ON k.run_uuid = r.run_uuid AND k.key = 'dlf.run_key'") + " AND r.status = 'FINISHED'")
-_FAST_PARENTS = ("SELECT v.value, d.value, r.status " + _FAST_FROM.format(
-    joins="JOIN tags v ON v.run_uuid = r.run_uuid AND v.key = 'dlf.variant' "
-          "JOIN tags d ON d.run_uuid = r.run_uuid AND d.key = 'dlf.dataset'"))
-
-
-def sqlite_finished(uri: str, experiment: str) -> tuple[dict[str, str], dict[tuple[str, str], str]] | None:
-    """Read-only look at a local SQLite store without importing MLflow (which costs ~2.5 s):
-    ({run key: run id} of active FINISHED seed runs, {(variant, dataset): parent run status}).
-
-    Lets a fully cached re-run return at once. None when it cannot tell (another backend, no
-    file yet, an unexpected schema): the caller then asks MLflow as usual.
-    """
-    import sqlite3
-
-    if not uri.startswith("sqlite:///"):
-        return None
-    db = Path(uri.removeprefix("sqlite:///")).expanduser()
-    if not db.is_file():
-        return None
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-        try:
-            seeds = con.execute(_FAST_SEEDS, (experiment, SEED)).fetchall()
-            parents = con.execute(_FAST_PARENTS, (experiment, PARENT)).fetchall()
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return None
-    return dict(seeds), {(v, d): status for v, d, status in parents}
 
 
 def runs_with_key(c, experiment_id: str, key: str) -> list:
