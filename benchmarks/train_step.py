@@ -3,7 +3,7 @@
 Runs the trainer's own code on random tensors of the real shapes: one gradient-accumulation window
 (``train.accumulation`` micro-batches of 16 through ``dlf.train.loop._train_epoch``: forward, loss,
 gradients, in-order accumulation and value clipping, one optimizer step) and evaluation batches of
-64 through ``dlf.evaluate_loop.predict``, for each lane count of ``--lanes`` (micro-batches of one
+64 through ``dlf.train.evaluation.predict``, for each lane count of ``--lanes`` (micro-batches of one
 window computed concurrently on threads, one intra-op thread each: dlf.train.lanes). Prints the
 median time per micro-step and per evaluation batch, and the estimated wall time of a full epoch
 (MOSI: 81 micro-steps + 229 + 686 evaluation samples; MOSEI: 1021 + 1871 + 4659).

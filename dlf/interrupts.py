@@ -78,7 +78,7 @@ class HeldCalls:
 def signals_to_main_thread() -> Iterator[None]:
     """Threads started in this block never take SIGINT/SIGTERM (they inherit the block), so the
     kernel always hands those to the main thread, where Python handles them anyway. This matters
-    while the main thread briefly ignores SIGINT (dlf.local_workers): a signal that another
+    while the main thread briefly ignores SIGINT (dlf.run.workers): a signal that another
     thread took then would be lost, one the main thread has blocked waits for it."""
     if not _in_main_thread():
         yield

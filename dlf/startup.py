@@ -11,8 +11,8 @@ Process-wide, so it is the business of a process's entry points, never of the li
 leaves the collector as it finds it): each pauses it first (``defer_gc``: ``dlf.cli.main``, a spawned
 run or tune worker) and freezes before exit (``freeze_for_exit``). It is settled (``settle_gc``) once
 the trainer, torch and all, is imported, where a process starts training: the ``train`` and ``tune``
-commands, a study run in the CLI's own process (``dlf.pool``), a spawned run worker
-(``dlf.local_workers``) or tune worker (``dlf.tune.worker``), a Ray task (``dlf.cluster.ray_run``).
+commands, a study run in the CLI's own process (``dlf.run.local``), a spawned run worker
+(``dlf.run.workers``) or tune worker (``dlf.tune.worker``), a Ray task (``dlf.cluster.ray_run``).
 """
 from __future__ import annotations
 

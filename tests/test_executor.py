@@ -152,7 +152,7 @@ def test_a_failing_run_is_an_outcome_and_the_others_still_run(specs, uri):
 
 
 class _ThreadWorker:
-    """Stands in for a spawned worker process of dlf.local_workers: a thread answering on the pipe."""
+    """Stands in for a spawned worker process of dlf.run.workers: a thread answering on the pipe."""
 
     exitcode = None
 
@@ -174,7 +174,7 @@ class _ThreadWorker:
 
 
 def test_local_workers_hand_out_specs_forward_epochs_and_retry_a_busy_key_last(specs):
-    """The main process's side of dlf.local_workers, with a thread for the worker process (the
+    """The main process's side of dlf.run.workers, with a thread for the worker process (the
     spawned workers themselves train in the slow tests below)."""
     from multiprocessing import Pipe
 

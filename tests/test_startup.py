@@ -65,7 +65,7 @@ print("ok")
 
 @pytest.mark.slow
 def test_a_study_run_in_the_cli_process_settles_the_collector_before_its_first_run():
-    """``run`` with one worker trains in its own process (dlf.pool): the collector is back on by then."""
+    """``run`` with one worker trains in its own process (dlf.run.local): the collector is back on by then."""
     code = """
 import gc
 from types import SimpleNamespace

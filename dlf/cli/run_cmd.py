@@ -1,4 +1,4 @@
-"""``dlf-ablate run``, ``plan`` and ``ui``: study YAML -> tracked runs (thin wrappers over dlf.run_view)."""
+"""``dlf-ablate run``, ``plan`` and ``ui``: study YAML -> tracked runs (thin wrappers over dlf.run.commands)."""
 from __future__ import annotations
 
 from typing import Optional

@@ -1,4 +1,4 @@
-"""CPU kernels behind the transformer (private): what ``dlf.layers`` and ``dlf.model`` call for speed.
+"""CPU kernels behind the transformer (private): what ``dlf.models.layers`` and ``dlf.models.dlf.model`` call for speed.
 
 The seam, four functions and a context manager; everything else here is an implementation detail:
 - :func:`attention`: multi-head softmax attention with dropout. Off the CPU it is
@@ -91,7 +91,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_heads: int, p
     """Multi-head softmax(q k^T / sqrt(d/H) + mask) v with dropout p on the probabilities.
 
     q (B, Tq, d), k, v (B, Tk, d), already projected -> (B, Tq, d), heads merged. ``mask``: None or a
-    MulT mask in its additive form (``dlf.layers.future_mask``, 0 / -inf, (Tq, Tk)), which is what
+    MulT mask in its additive form (``dlf.models.layers.future_mask``, 0 / -inf, (Tq, Tk)), which is what
     lets two shortcuts hold: a square one is the plain causal mask, and a single query row (the last
     step) sees every key.
     """

@@ -201,7 +201,7 @@ def _predictions(client, runs: pd.DataFrame, variants: set[str]) -> tuple[pd.Dat
 def study_slots(arg: str) -> tuple[str, list[tuple[str, str, int]] | None]:
     """A STUDY argument -> (study name, expected (variant, dataset, seed) slots or None).
 
-    A YAML path or a built-in study name is read with ``dlf.study.load_study``; any other name is
+    A YAML path or a built-in study name is read with ``dlf.study.file.load_study``; any other name is
     taken as an experiment in the store, checked against its own parent runs.
     """
     from dlf.study.spec import load_study

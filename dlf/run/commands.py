@@ -1,6 +1,6 @@
 """Terminal front-end of ``dlf-ablate run`` / ``plan`` / ``ui``: rich progress and tables.
 
-The library calls (:func:`dlf.study.expand`, :func:`dlf.pool.run_study`, :func:`dlf.plan.plan_rows`)
+The library calls (:func:`dlf.study.spec.expand`, :func:`dlf.run.local.run_study`, :func:`dlf.study.plan.plan_rows`)
 know nothing about terminals; this module turns their results and progress events into output.
 """
 from __future__ import annotations
@@ -96,7 +96,7 @@ def _check_counts(workers: int | None, threads: int | None) -> None:
 
 
 class _Progress:
-    """Consumes dlf.pool events: an overall bar plus one line per busy worker (epoch, val MAE)."""
+    """Consumes dlf.run.local events: an overall bar plus one line per busy worker (epoch, val MAE)."""
 
     def __init__(self, console, study: str, total: int) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -1,7 +1,7 @@
 """Execute one run spec safely: claim its key, skip it when done, else train, track and finish.
 
 Claim safety: an OS file lock per (study, run key) (``flock`` under ``<state>/locks/``, see
-:func:`dlf.tracking.local_state_dir`) is held for the whole check-train-finish sequence. Per study,
+:func:`dlf.run.tracking.local_state_dir`) is held for the whole check-train-finish sequence. Per study,
 because that sequence looks for the key in the study's own experiment: the same configuration in
 two studies is two runs, which must not wait on each other. The kernel drops the lock when its
 process dies, SIGKILL included, so a lock can never go stale, and whoever holds it knows that a

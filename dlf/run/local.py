@@ -82,7 +82,7 @@ def require_gpus(text: str, items: list[str]) -> None:
     import torch  # here, not at import: planning and CPU runs stay free of torch
 
     # device_count() asks NVML first: unlike is_available(), it leaves CUDA uninitialised in this
-    # process, so a later CUDA_VISIBLE_DEVICES (dlf.cluster.pin_gpu) still takes effect.
+    # process, so a later CUDA_VISIBLE_DEVICES (:func:`worker_envs`) still takes effect.
     n = torch.cuda.device_count()
     if n == 0:
         raise DLFError(f"--devices {text}: CUDA is not available on this machine; use --devices cpu or leave it out")

@@ -1,4 +1,4 @@
-"""N spawned worker processes on this machine, fed one run spec at a time (used by dlf.pool).
+"""N spawned worker processes on this machine, fed one run spec at a time (used by dlf.run.local).
 
 Each worker has its own duplex pipe to the main process: specs go down, progress events and
 outcomes come up. A private pipe per worker means a worker killed mid-message can only break its

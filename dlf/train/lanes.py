@@ -13,7 +13,7 @@ own generator (``dlf.models._kernels.dropout_rng``), seeded from the run seed, e
 Lanes are used on the CPU only, and never around a module that draws from torch's global
 generator (a fine-tuned BERT's dropout), where concurrent draws would be racy.
 
-"Worker" means a process that executes runs (``dlf.local_workers``, ``dlf.worker``); lanes live
+"Worker" means a process that executes runs (``dlf.run.workers``, a Ray task of ``dlf.cluster.ray_run``); lanes live
 inside one run.
 """
 from __future__ import annotations

@@ -94,7 +94,7 @@ def _rerun(t: optuna.trial.FrozenTrial, seed: int, base: Any, dataset: Any, trac
 
     cfg = apply_overrides(base, t.params, source=f"trial {t.number} (seed {seed})")
     run_id, done = None, False
-    try:  # as dlf.executor: Ctrl-C closes the MLflow run; it lands after its creation and completion
+    try:  # as dlf.run.executor: Ctrl-C closes the MLflow run; it lands after its creation and completion
         with interrupts.held():
             run_id = tracker.start(t.number, t.params, seed=seed)
         result = train_run(cfg, dataset, runtime, on_epoch=lambda e, m: tracker.log_epoch(run_id, e, m))

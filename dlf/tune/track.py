@@ -1,4 +1,4 @@
-"""MLflow layout of a tuning study, on top of ``dlf.tracking`` (URI, client, experiment, env tags).
+"""MLflow layout of a tuning study, on top of ``dlf.run.tracking`` (URI, client, experiment, env tags).
 
 Experiment ``<study> [tune]`` (kept apart from the study's own experiment so that ``report`` never
 mixes trials into ablation tables). One parent run per Optuna study (run name = the Optuna study

@@ -1,7 +1,7 @@
 """DLF building blocks above the transformer: prediction heads, the BERT text encoder, and the two
 enhancement modules (the Language-Focused Attractor and its MulT-style replacement for ``w/o LFA``).
 
-Every stack is a :class:`dlf.layers.TransformerEncoder`; its attention dropout follows the official
+Every stack is a :class:`dlf.models.layers.TransformerEncoder`; its attention dropout follows the official
 ``get_network`` types, which reduce to one rule: the dropout of the modality that supplies the keys
 (``attn_dropout`` for L, ``attn_dropout_a`` for A, ``attn_dropout_v`` for V), and ``attn_dropout`` for
 the "memory" self-attention stacks. Enhancement outputs are pooled at the last time step, as in the
