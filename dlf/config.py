@@ -11,6 +11,7 @@ positive(1e-4)``; see :mod:`dlf.domains`) with one line naming the path, the val
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import typing
@@ -167,7 +168,13 @@ def _unknown_path(path: str, family: str, valid: list[str], source: str) -> str:
 
 
 def _field_type(cls: type, name: str) -> Any:
-    return typing.get_type_hints(cls)[name]
+    return _type_hints(cls)[name]
+
+
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls: type) -> dict[str, Any]:
+    # Resolving the string annotations is most of what building a config costs: once per section class.
+    return typing.get_type_hints(cls)
 
 
 def _coerce_field(value: Any, section: type, name: str, where: str) -> Any:

@@ -64,6 +64,7 @@ def test_table1_runs_each_family_under_its_own_preset(tmp_path, data_root):
     study = load_study(available_copy("table1", tmp_path)[0])
     specs = expand(study, data_root=data_root)
     assert len(specs) == len(study.variants) * 2 * 5
+    bert = set(bert_baselines())
     for s in specs:
         v = study.variant(s.variant)
         family = s.config.model.family
@@ -71,7 +72,7 @@ def test_table1_runs_each_family_under_its_own_preset(tmp_path, data_root):
         assert s.config.to_dict() == {**expected.to_dict(), "seed": s.seed}, s.title
         if s.variant == "dlf":  # the reference row: DLF with the paper's fine-tuned BERT
             assert v.group is None and family == "dlf" and s.config.model.text_encoder == "bert"
-        if s.variant in bert_baselines():  # MISA, MAG-BERT: their papers' fine-tuned BERT too
+        if s.variant in bert:  # MISA, MAG-BERT: their papers' fine-tuned BERT too
             assert s.config.model.text_encoder == "bert"
         if s.variant != "dlf":
             assert v.group == "Baselines" and family == s.variant
@@ -166,15 +167,15 @@ def test_every_baseline_tunes_its_familys_default_space(tmp_path, dataset, varia
 @pytest.mark.slow
 def test_tuning_a_baseline_runs_trials_and_exports_its_paths(tmp_path):
     study, _ = available_copy("tune", tmp_path)
-    journal, export, uri = tmp_path / "mult.journal", tmp_path / "best.yaml", f"sqlite:///{tmp_path / 'mlflow.db'}"
-    out = runner.invoke(app, tune_args(study, "--variant", "mult", "--storage", str(journal), "--tracking-uri",
+    journal, export, uri = tmp_path / "mfn.journal", tmp_path / "best.yaml", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = runner.invoke(app, tune_args(study, "--variant", "mfn", "--storage", str(journal), "--tracking-uri",
                                        uri, "--seeds", "1111", "--top-k", "1", "--threads", "1", "--export",
                                        str(export), "--no-progress", "--no-plots"))
     assert out.exit_code == 0, out.output
     assert "2 finished (2 complete, 0 pruned), 0 failed" in out.output
     winner = yaml.safe_load(export.read_text())["overrides"]
-    space = yaml.safe_load((resource_dir("spaces") / "mult.yaml").read_text())
-    assert set(winner) == set(space)  # the winner is a point of MulT's grid, ready for run --set-file
+    space = yaml.safe_load((resource_dir("spaces") / "mfn.yaml").read_text())
+    assert set(winner) == set(space)  # the winner is a point of MFN's grid, ready for run --set-file
     assert all(winner[k] in space[k]["choices"] for k in winner)
 
 

@@ -39,8 +39,8 @@ def bert_baselines() -> list[str]:
     """The baselines that fine-tune BERT by default (their papers' setting)."""
     from dlf.config import build_config
 
-    return [n for n in baselines()
-            if build_config("mosi", (n, load_catalogue()[n].overrides)).model.text_encoder == "bert"]
+    cat = load_catalogue()
+    return [n for n in baselines() if build_config("mosi", (n, cat[n].overrides)).model.text_encoder == "bert"]
 
 
 def raw_study(name: str) -> dict:
