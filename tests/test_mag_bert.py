@@ -254,7 +254,7 @@ def test_bad_input_through_the_cli_is_one_line_and_writes_nothing(tmp_path, smal
     narrow = bf.cli("convert-official", sd, "--family", "mag_bert", "--pretrained", small_bert, "--dataset", tiny_mosi,
                     "--out", out)
     assert narrow.returncode == 2 and narrow.stderr.count("\n") == 1 and not out.exists(), narrow.stderr
-    assert "BERT width 24, but the gate's weights expect 768" in narrow.stderr
+    assert "BERT width 24, but the weights expect 768 (Model.model.bert.MAG.W_v.weight, the gate)" in narrow.stderr
     tfn = tmp_path / "tfn.pt"
     torch.save({f"Model.{k}": v for k, v in build_model(preset("mosi", "tfn"), MOSI, LENS).state_dict().items()}, tfn)
     other = bf.cli("convert-official", tfn, "--family", "mag_bert", "--pretrained", TINY_BERT, "--dataset", tiny_mosi,

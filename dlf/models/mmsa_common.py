@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from dlf.config import apply_overrides, preset
-from dlf.errors import DLFError
+from dlf.models.checked_load import load_checked, short
 from dlf.models.registry import Converted
 
 __all__ = ["PREFIX", "REFERENCE_DIMS", "UNALIGNED_LENS", "time_mean", "l1_loss_terms", "parameter_summary",
@@ -114,23 +114,20 @@ def convert_mmsa(state: Mapping[str, torch.Tensor], corpus: str, family: str, la
         torch.manual_seed(sized.seed)
         model = build(sized, weight_dims, lens)
     absent = tuple(p for p in optional if not any(k.startswith(p) for k in state))
-    _load(model, state, source, label, original, absent)
+    load_checked(model, state, source, f"MMSA's {label}", lambda k: original.get(k, PREFIX + k), keep=absent,
+                 unknown_hint=f"pass a state_dict saved by MMSA's {label} (keys {PREFIX}<module>...), or name the "
+                              f"family that saved it with --family")
     model.eval()
     notes = [f"{path}={value} from the weights (the {corpus} preset has {_get(cfg, path)})"
              for path, value in overrides.items() if _get(cfg, path) != value]
     if dropped:
-        notes.append("dropped MMSA bookkeeping buffers: " + _short(dropped, 4))
+        notes.append("dropped MMSA bookkeeping buffers: " + short(dropped, 4))
     return Converted(model, sized, weight_dims, lens, sorted(dropped), notes)
 
 
 def _get(cfg: Any, path: str) -> Any:
     section, name = path.split(".", 1)
     return getattr(getattr(cfg, section), name)
-
-
-def _short(keys, n: int = 8) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:n]) + (f" ... (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
 def _strip(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -142,25 +139,3 @@ def _strip(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
         else:
             out[name] = value
     return out, dropped
-
-
-def _load(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str, label: str,
-          original: Mapping[str, str], absent: tuple[str, ...]) -> None:
-    """Refuse unknown keys, missing ones (but those under an ``absent`` prefix, which keep the model's
-    own values) and misfitting shapes, each as one line with the list; then load strictly."""
-    own = model.state_dict()
-    unknown = sorted(set(state) - set(own))
-    if unknown:
-        raise DLFError(f"{source}: {len(unknown)} keys are not part of MMSA's {label}: "
-                       f"{_short(original[k] for k in unknown)}; pass a state_dict saved by MMSA's {label} "
-                       f"(keys {PREFIX}<module>...), or name the family that saved it with --family")
-    missing = sorted(k for k in set(own) - set(state) if not k.startswith(absent))
-    if missing:
-        raise DLFError(f"{source}: {len(missing)} tensors of MMSA's {label} are missing: "
-                       f"{_short(PREFIX + k for k in missing)}; this is not a complete {label} state_dict")
-    bad = [f"{PREFIX}{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})" for k, v in state.items()
-           if v.shape != own[k].shape]
-    if bad:
-        raise DLFError(f"{source}: tensor shapes do not fit one {label} model: {_short(bad, 4)}")
-    floats = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}  # MMSA may save half
-    model.load_state_dict({**own, **floats}, strict=True)  # absent optional tensors: the model's own

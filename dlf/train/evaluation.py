@@ -6,7 +6,7 @@ per-epoch permutation, evaluation walks the split in order with views. Nothing i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -86,17 +86,7 @@ def all_outputs(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64
     loss-only outputs included): for parity checks and feature plots. Batch-first outputs are joined."""
     from dlf.models.registry import named_outputs
 
-    was_training = model.training
-    model.eval()
-    parts: dict[str, list[np.ndarray]] = {}
-    with torch.inference_mode():
-        for start in range(0, data.n, batch_size):
-            sl = slice(start, start + batch_size)
-            out = named_outputs(model(data.text[sl], data.audio[sl], data.vision[sl], with_losses=True))
-            for name, value in out.items():
-                parts.setdefault(name, []).append(value.detach().float().cpu().numpy())
-    model.train(was_training)
-    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+    return _collect(model, data, batch_size, True, lambda out: named_outputs(out))
 
 
 def all_features(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64) -> dict[str, np.ndarray]:
@@ -104,15 +94,22 @@ def all_features(model: torch.nn.Module, data: SplitTensors, batch_size: int = 6
     and each branch's vector, (N, d) each), batch by batch in order, in eval mode without autograd."""
     from dlf.models.registry import features
 
+    return _collect(model, data, batch_size, False,
+                    lambda out: {k: v.reshape(v.shape[0], -1) for k, v in features(model, out).items()})
+
+
+def _collect(model: torch.nn.Module, data: SplitTensors, batch_size: int, with_losses: bool,
+             pick: Callable[[Any], dict[str, torch.Tensor]]) -> dict[str, np.ndarray]:
+    """``pick(outputs)`` of every batch in order, joined per name (eval mode, no autograd)."""
     was_training = model.training
     model.eval()
     parts: dict[str, list[np.ndarray]] = {}
     with torch.inference_mode():
         for start in range(0, data.n, batch_size):
             sl = slice(start, start + batch_size)
-            out = model(data.text[sl], data.audio[sl], data.vision[sl], with_losses=False)
-            for name, value in features(model, out).items():
-                parts.setdefault(name, []).append(value.detach().float().reshape(value.shape[0], -1).cpu().numpy())
+            out = model(data.text[sl], data.audio[sl], data.vision[sl], with_losses=with_losses)
+            for name, value in pick(out).items():
+                parts.setdefault(name, []).append(value.detach().float().cpu().numpy())
     model.train(was_training)
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 

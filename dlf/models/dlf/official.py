@@ -17,7 +17,8 @@ import torch
 from dlf.config import apply_overrides, preset
 from dlf.errors import DLFError
 from dlf.models.registry import Converted
-from dlf.models.text import BERT_PREFIX as _OUR_BERT, bert_config_from_state
+from dlf.models.checked_load import bert_architecture, load_checked, short
+from dlf.models.text import BERT_PREFIX as _OUR_BERT
 
 __all__ = ["OFFICIAL_NAMES", "DEAD_MODULES", "convert_official_state"]
 
@@ -43,11 +44,6 @@ _BERT_DROPPED = ("pooler.", "embeddings.position_ids", "embeddings.token_type_id
 _BERT_PREFIX = "text_model."
 
 
-def _short(keys, n: int = 8) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:n]) + (f" ... (+{len(keys) - n} more)" if len(keys) > n else "")
-
-
 def _rename(state: Mapping[str, torch.Tensor], source: str) -> tuple[dict[str, torch.Tensor], set[str]]:
     """Official -> our names; returns (renamed tensors, dropped official module names). Unknown keys raise."""
     out, dropped, unknown = {}, set(), []
@@ -70,7 +66,7 @@ def _rename(state: Mapping[str, torch.Tensor], source: str) -> tuple[dict[str, t
         else:
             unknown.append(key)
     if unknown:
-        raise DLFError(f"{source}: {len(unknown)} keys are not part of the official DLF model: {_short(unknown)}; "
+        raise DLFError(f"{source}: {len(unknown)} keys are not part of the official DLF model: {short(unknown)}; "
                        f"pass a state_dict saved by the official DLF code (pwang322/DLF)")
     return out, dropped
 
@@ -95,17 +91,6 @@ def _geometry(state: Mapping[str, torch.Tensor], source: str) -> tuple[dict, dic
     return dims, lens, kernels.pop(), d
 
 
-def _bert_config(renamed: Mapping[str, torch.Tensor], pretrained: str | None) -> dict:
-    if pretrained:
-        from transformers import BertConfig
-
-        try:
-            return BertConfig.from_pretrained(pretrained).to_dict()
-        except (OSError, ValueError) as err:
-            raise DLFError(f"--pretrained {pretrained!r}: cannot read its BERT config ({str(err).splitlines()[0]})") from None
-    return bert_config_from_state(renamed)
-
-
 def convert_official_state(state: Mapping[str, torch.Tensor], corpus: str, pretrained: str | None = None,
                            source: str = "state_dict", dims=None, seq_lens=None) -> Converted:
     """An official DLF state_dict -> a dlf-ablate model (eval mode) under the ``corpus`` preset. The
@@ -121,33 +106,23 @@ def convert_official_state(state: Mapping[str, torch.Tensor], corpus: str, pretr
     cfg = apply_overrides(preset(corpus), overrides, source=f"{source}: geometry")
     notes = [f"kernel {kernel} differs from the {corpus} preset ({preset(corpus).model.conv_kernel})"] \
         if kernel != preset(corpus).model.conv_kernel else []
-    bert_cfg = _bert_config(renamed, pretrained) if bert else None
+    bert_cfg = bert_architecture(renamed, pretrained, f"--pretrained {pretrained!r}", dims["l"], "proj_l.weight",
+                                 source, _official) if bert else None
     model = build_model(cfg, dims, lens, bert_config=bert_cfg)
-    _load(model, renamed, source)
+    load_checked(model, renamed, source, "the DLF model", _official)
     model.eval()
     notes.append("dropped official modules the forward pass never uses: " + ", ".join(sorted(dropped)))
     return Converted(model, cfg, dims, lens, sorted(dropped), notes)
 
 
-def _load(model: torch.nn.Module, renamed: Mapping[str, torch.Tensor], source: str) -> None:
-    inverse = {v: k for k, v in OFFICIAL_NAMES.items()}
-    own = model.state_dict()
-
-    def official(name: str) -> str:
-        if name.startswith(_OUR_BERT):
-            return "text_model.model." + name[len(_OUR_BERT):]
-        for ours, theirs in sorted(inverse.items(), key=lambda kv: -len(kv[0])):
-            if name == ours or name.startswith(ours + "."):
-                return theirs + name[len(ours):]
-        return name
-
-    missing = [official(k) for k in own if k not in renamed]
-    if missing:
-        raise DLFError(f"{source}: {len(missing)} tensors of the DLF model are missing: {_short(missing)}")
-    bad = [f"{official(k)} {tuple(v.shape)} (expected {tuple(own[k].shape)})" for k, v in renamed.items()
-           if k in own and v.shape != own[k].shape]
-    if bad:
-        raise DLFError(f"{source}: tensor shapes do not fit the model: {_short(bad, 4)}")
-    model.load_state_dict(renamed, strict=True)
+_INVERSE = sorted(((v, k) for k, v in OFFICIAL_NAMES.items()), key=lambda kv: -len(kv[0]))
 
 
+def _official(name: str) -> str:
+    """The official key of our parameter ``name`` (for messages)."""
+    if name.startswith(_OUR_BERT):
+        return "text_model.model." + name[len(_OUR_BERT):]
+    for ours, theirs in _INVERSE:
+        if name == ours or name.startswith(ours + "."):
+            return theirs + name[len(ours):]
+    return name

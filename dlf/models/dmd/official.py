@@ -21,7 +21,8 @@ import torch
 from dlf.config import apply_overrides, preset
 from dlf.errors import DLFError
 from dlf.models.registry import Converted
-from dlf.models.text import BERT_PREFIX, bert_config_from_state
+from dlf.models.checked_load import bert_architecture, load_checked, short
+from dlf.models.text import BERT_PREFIX
 
 __all__ = ["OFFICIAL_NAMES", "UNITS", "convert_official_state"]
 
@@ -49,11 +50,6 @@ _BERT_IDS = ("embeddings.position_ids", "embeddings.token_type_ids")
 _OFFICIAL_BERT = "text_model.model."
 
 
-def _short(keys, n: int = 8) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:n]) + (f" ... (+{len(keys) - n} more)" if len(keys) > n else "")
-
-
 def _official(name: str) -> str:
     """The official key of our parameter ``name`` (for messages)."""
     if name.startswith(BERT_PREFIX):
@@ -79,7 +75,7 @@ def _rename(state: Mapping[str, torch.Tensor], source: str) -> tuple[dict[str, t
         else:
             unknown.append(key)
     if unknown:
-        raise DLFError(f"{source}: {len(unknown)} keys are not part of the official DMD model: {_short(unknown)}; "
+        raise DLFError(f"{source}: {len(unknown)} keys are not part of the official DMD model: {short(unknown)}; "
                        f"pass a state_dict saved by the official DMD code (mdswyz/DMD), or name the family that "
                        f"saved it with --family")
     return out, dropped
@@ -127,30 +123,6 @@ def _geometry(renamed: Mapping[str, torch.Tensor], source: str) -> tuple[dict, d
     return overrides, dims, lens
 
 
-def _bert_config(renamed, pretrained: str | None, width: int, source: str) -> dict:
-    """The BERT architecture (``pretrained``'s config, else the state's shapes), its width checked first."""
-    if pretrained:
-        from transformers import BertConfig
-
-        try:
-            config = BertConfig.from_pretrained(pretrained).to_dict()
-        except (OSError, ValueError) as err:
-            raise DLFError(f"--pretrained {pretrained!r}: cannot read its BERT config ({str(err).splitlines()[0]}); "
-                           f"give the folder (or hub name) of the BERT the model was trained with") from None
-    else:
-        try:
-            config = bert_config_from_state(renamed)
-        except KeyError as err:
-            raise DLFError(f"{source}: BERT tensor {_official(err.args[0])} is missing; this is not a complete "
-                           f"DMD state_dict") from None
-    if int(config["hidden_size"]) != width:
-        where = f"--pretrained {pretrained!r}" if pretrained else f"{source}: the BERT in the state_dict"
-        raise DLFError(f"{where}: BERT width {config['hidden_size']}, but the weights expect {width} "
-                       f"({_OFFICIAL_BERT.split('.')[0]} output into proj_l.weight); give the BERT the model was "
-                       f"trained with")
-    return config
-
-
 def convert_official_state(state: Mapping[str, torch.Tensor], corpus: str, pretrained: str | None = None,
                            source: str = "state_dict", dims=None, seq_lens=None,
                            units: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
@@ -168,11 +140,14 @@ def convert_official_state(state: Mapping[str, torch.Tensor], corpus: str, pretr
         overrides["model.text_encoder"] = "features"
     base = preset(corpus, "dmd")
     cfg = apply_overrides(base, overrides, source=f"{source}: sizes read from the weights")
-    bert_config = _bert_config(renamed, pretrained, widths["l"], source) if has_bert or pretrained else None
+    bert_config = bert_architecture(renamed, pretrained, f"--pretrained {pretrained!r}", widths["l"],
+                                    f"{_OFFICIAL_BERT.split('.')[0]} output into proj_l.weight", source,
+                                    _official) if has_bert or pretrained else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # units left fresh start from reproducible values
         model = build_model(cfg, widths, lens, bert_config=bert_config if has_bert else None)
-    _load(model, renamed, has_bert, tuple(fresh), source)
+    keep = tuple(f"{u}." for u in fresh) + (() if has_bert else (BERT_PREFIX,))
+    load_checked(model, renamed, source, "the official DMD model", _official, keep=keep)
     model.eval()
     notes = [f"{path}={value} from the weights (the {corpus} preset has {getattr(base.model, path[6:])})"
              for path, value in overrides.items() if path != "model.pretrained"
@@ -182,24 +157,5 @@ def convert_official_state(state: Mapping[str, torch.Tensor], corpus: str, pretr
     if fresh:
         notes.append(f"units at their initial values (seed {cfg.seed}): {', '.join(fresh)}")
     if dropped:
-        notes.append("dropped buffers: " + _short(dropped, 4))
+        notes.append("dropped buffers: " + short(dropped, 4))
     return Converted(model, cfg, widths, lens, sorted(dropped), notes)
-
-
-def _load(model: torch.nn.Module, renamed: Mapping[str, torch.Tensor], has_bert: bool, fresh: tuple[str, ...],
-          source: str) -> None:
-    own = model.state_dict()
-    skip = tuple(f"{u}." for u in fresh) + (() if has_bert else (BERT_PREFIX,))
-    missing = sorted(k for k in own if k not in renamed and not k.startswith(skip))
-    if missing:
-        raise DLFError(f"{source}: {len(missing)} tensors of the official DMD model are missing: "
-                       f"{_short(map(_official, missing))}; this is not a complete DMD state_dict")
-    extra = sorted(set(renamed) - set(own))
-    if extra:
-        raise DLFError(f"{source}: {len(extra)} keys do not fit one DMD model: {_short(map(_official, extra))}")
-    bad = [f"{_official(k)} {tuple(v.shape)} (expected {tuple(own[k].shape)})" for k, v in renamed.items()
-           if v.shape != own[k].shape]
-    if bad:
-        raise DLFError(f"{source}: tensor shapes do not fit one DMD model: {_short(bad, 4)}")
-    floats = {k: v.float() if v.is_floating_point() else v for k, v in renamed.items()}
-    model.load_state_dict({**own, **floats}, strict=True)

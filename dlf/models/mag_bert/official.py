@@ -22,7 +22,8 @@ from dlf.config import apply_overrides, preset
 from dlf.errors import DLFError
 from dlf.models.mag_bert.model import build_model
 from dlf.models.registry import Converted
-from dlf.models.text import BERT_PREFIX, bert_config_from_state
+from dlf.models.checked_load import bert_architecture, load_checked, short
+from dlf.models.text import BERT_PREFIX
 
 __all__ = ["convert_official_state", "MMSA_PREFIX"]
 
@@ -30,11 +31,6 @@ MMSA_PREFIX = "Model.model."
 _BERT_PARTS = ("embeddings.", "encoder.", "pooler.")
 _ID_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 ALIGNED_LENS = {"l": 50, "a": 50, "v": 50}  # MMSA's aligned_50 files, when no dataset is given
-
-
-def _short(keys, n: int = 8) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:n]) + (f" ... (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
 def _ours(key: str) -> str | None:
@@ -64,7 +60,7 @@ def _rename(state: Mapping[str, torch.Tensor], source: str) -> tuple[dict[str, t
         else:
             dropped.append(key)
     if unknown:
-        raise DLFError(f"{source}: {len(unknown)} keys are not part of MMSA's BERT_MAG: {_short(unknown)}; pass a "
+        raise DLFError(f"{source}: {len(unknown)} keys are not part of MMSA's BERT_MAG: {short(unknown)}; pass a "
                        f"state_dict saved by MMSA's BERT_MAG (keys {MMSA_PREFIX}bert..., {MMSA_PREFIX}classifier...), "
                        f"or choose the family that saved it with --family")
     return out, dropped
@@ -80,28 +76,6 @@ def _gate_widths(renamed: Mapping[str, torch.Tensor], source: str) -> dict[str, 
     return {"l": int(width), "a": int(renamed["MAG.W_a.weight"].shape[1]), "v": int(d_v)}
 
 
-def _bert_config(renamed: Mapping[str, torch.Tensor], pretrained: str | None, given: bool, has_bert: bool,
-                 width: int, source: str) -> dict | None:
-    """The BERT architecture to build (None: load ``pretrained`` with its weights), checked against the
-    gate's width before any weights are read. ``given``: the user named ``pretrained`` (--pretrained)."""
-    where = f"--pretrained {pretrained!r}" if given else f"model.pretrained={pretrained!r} (the preset's)"
-    if pretrained:
-        from transformers import BertConfig
-
-        try:
-            config = BertConfig.from_pretrained(pretrained).to_dict()
-        except (OSError, ValueError) as err:
-            raise DLFError(f"{where}: cannot read its BERT config ({str(err).splitlines()[0]}); give the folder "
-                           f"(or hub name) of the BERT the model was trained with: --pretrained FOLDER") from None
-    else:
-        config = bert_config_from_state(renamed)
-    if int(config["hidden_size"]) != width:
-        bert = where if pretrained else f"{source}: the BERT in the state_dict"
-        raise DLFError(f"{bert}: BERT width {config['hidden_size']}, but the gate's weights expect {width} "
-                       f"({MMSA_PREFIX}bert.MAG.W_v.weight); give the BERT the model was trained with")
-    return config if has_bert else None
-
-
 def convert_official_state(state: Mapping[str, torch.Tensor], corpus: str, pretrained: str | None = None,
                            source: str = "state_dict", dims=None, seq_lens=None) -> Converted:
     """An MMSA BERT_MAG state_dict (with or without its BERT tensors) -> a ``mag_bert`` model (eval mode)."""
@@ -112,34 +86,23 @@ def convert_official_state(state: Mapping[str, torch.Tensor], corpus: str, pretr
     given = bool(pretrained)
     pretrained = pretrained or (None if has_bert else base.model.pretrained)
     cfg = apply_overrides(base, {"model.pretrained": pretrained}, source="--pretrained") if given else base
-    bert_config = _bert_config(renamed, pretrained, given, has_bert, widths["l"], source)
+    where = f"--pretrained {pretrained!r}" if given else f"model.pretrained={pretrained!r} (the preset's)"
+    bert_config = bert_architecture(renamed, pretrained, where, widths["l"], f"{MMSA_PREFIX}bert.MAG.W_v.weight, the gate",
+                                    source, _mmsa)
     lens = {m: int(seq_lens[m]) for m in "lav"} if seq_lens else dict(ALIGNED_LENS)
-    model = build_model(cfg, widths, lens, bert_config=bert_config)
-    _load(model, renamed, has_bert, source)
+    model = build_model(cfg, widths, lens, bert_config=bert_config if has_bert else None)
+    load_checked(model, renamed, source, "MMSA's BERT_MAG", _mmsa, keep=() if has_bert else (BERT_PREFIX,),
+                 unknown_hint="they do not fit a BERT_MAG of this BERT (--pretrained FOLDER names the one it was trained with)")
     model.eval()
     notes = [f"BERT weights from {pretrained} (the state_dict has none)" if not has_bert else
              f"BERT weights from the state_dict, architecture from {pretrained}" if given else
              "BERT weights from the state_dict, architecture from their shapes with BERT's hidden/64 = "
              f"{bert_config['num_attention_heads']} attention heads (--pretrained FOLDER gives another BERT's)"]
     if dropped:
-        notes.append("dropped BERT id buffers: " + _short(dropped, 4))
+        notes.append("dropped BERT id buffers: " + short(dropped, 4))
     return Converted(model, cfg, widths, lens, sorted(dropped), notes)
 
 
-def _load(model: torch.nn.Module, renamed: Mapping[str, torch.Tensor], has_bert: bool, source: str) -> None:
-    own = model.state_dict()
-    expected = {k for k in own if has_bert or not k.startswith(BERT_PREFIX)}
-    mmsa = lambda k: MMSA_PREFIX + ("bert." + k if k.startswith("MAG.") else k.replace(BERT_PREFIX, "bert."))  # noqa: E731
-    missing = sorted(expected - set(renamed))
-    if missing:
-        raise DLFError(f"{source}: {len(missing)} tensors of MMSA's BERT_MAG are missing: "
-                       f"{_short(map(mmsa, missing))}; this is not a complete BERT_MAG state_dict")
-    extra = sorted(set(renamed) - expected)
-    if extra:
-        raise DLFError(f"{source}: {len(extra)} keys do not fit a BERT_MAG of this BERT: {_short(map(mmsa, extra))}")
-    bad = [f"{mmsa(k)} {tuple(v.shape)} (expected {tuple(own[k].shape)})" for k, v in renamed.items()
-           if v.shape != own[k].shape]
-    if bad:
-        raise DLFError(f"{source}: tensor shapes do not fit one BERT_MAG model: {_short(bad, 4)}")
-    floats = {k: v.float() if v.is_floating_point() else v for k, v in renamed.items()}  # MMSA may save half
-    model.load_state_dict({**own, **floats}, strict=True)
+def _mmsa(name: str) -> str:
+    """MMSA's key of our parameter ``name`` (for messages)."""
+    return MMSA_PREFIX + ("bert." + name if name.startswith("MAG.") else name.replace(BERT_PREFIX, "bert."))

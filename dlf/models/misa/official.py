@@ -24,7 +24,8 @@ from dlf.errors import DLFError
 from dlf.models.misa.model import build_model
 from dlf.models.mmsa_common import UNALIGNED_LENS
 from dlf.models.registry import Converted
-from dlf.models.text import BERT_PREFIX, bert_config_from_state
+from dlf.models.checked_load import bert_architecture, load_checked, short
+from dlf.models.text import BERT_PREFIX
 
 __all__ = ["convert_official_state"]
 
@@ -32,11 +33,6 @@ PREFIX, MMSA_BERT = "Model.", "bertmodel.model."
 _ID_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 # the weights the sizes are read from (all matrices)
 _SIZES = ("project_t.project_t.weight", "vrnn1.weight_ih_l0", "arnn1.weight_ih_l0", "transformer_encoder.layers.0.linear1.weight")
-
-
-def _short(keys, n: int = 8) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:n]) + (f" ... (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
 def _mmsa(name: str) -> str:
@@ -63,7 +59,7 @@ def _rename(state: Mapping[str, torch.Tensor], source: str) -> tuple[dict[str, t
 
 
 def _refuse_unknown(keys, source: str) -> None:
-    raise DLFError(f"{source}: {len(keys)} keys are not part of MMSA's MISA: {_short(keys)}; pass a state_dict "
+    raise DLFError(f"{source}: {len(keys)} keys are not part of MMSA's MISA: {short(keys)}; pass a state_dict "
                    f"saved by MMSA's MISA (keys {PREFIX}project_t..., {PREFIX}bertmodel.model...), or choose the "
                    f"family that saved it with --family")
 
@@ -78,37 +74,11 @@ def _check_names(renamed: Mapping[str, torch.Tensor], cfg, source: str) -> None:
         _refuse_unknown([_mmsa(k) for k in ours - names], source)
     if names - ours:
         missing = [_mmsa(k) for k in names - ours]
-        raise DLFError(f"{source}: {len(missing)} tensors of MMSA's MISA are missing: {_short(missing)}; "
+        raise DLFError(f"{source}: {len(missing)} tensors of MMSA's MISA are missing: {short(missing)}; "
                        f"this is not a complete MISA state_dict")
     for key in _SIZES:
         if renamed[key].dim() != 2:
             raise DLFError(f"{source}: {_mmsa(key)} has shape {tuple(renamed[key].shape)}; expected a matrix")
-
-
-def _bert_config(renamed: Mapping[str, torch.Tensor], pretrained: str | None, given: bool, width: int,
-                 source: str) -> dict:
-    """The BERT architecture: ``pretrained``'s config, else read from the state's BERT shapes; its width
-    checked against project_t's input before any weights are read."""
-    where = f"--pretrained {pretrained!r}" if given else f"model.pretrained={pretrained!r} (the preset's)"
-    if pretrained:
-        from transformers import BertConfig
-
-        try:
-            config = BertConfig.from_pretrained(pretrained).to_dict()
-        except (OSError, ValueError) as err:
-            raise DLFError(f"{where}: cannot read its BERT config ({str(err).splitlines()[0]}); give the folder "
-                           f"(or hub name) of the BERT the model was trained with: --pretrained FOLDER") from None
-    else:
-        try:
-            config = bert_config_from_state(renamed)
-        except KeyError as err:
-            raise DLFError(f"{source}: BERT tensor {_mmsa(err.args[0])} is missing; this is not a complete MISA "
-                           f"state_dict (or strip every {PREFIX}{MMSA_BERT} key and give --pretrained FOLDER)") from None
-    if int(config["hidden_size"]) != width:
-        bert = where if pretrained else f"{source}: the BERT in the state_dict"
-        raise DLFError(f"{bert}: BERT width {config['hidden_size']}, but the weights expect {width} "
-                       f"({PREFIX}project_t.project_t.weight); give the BERT the model was trained with")
-    return config
 
 
 def convert_official_state(state: Mapping[str, torch.Tensor], corpus: str, pretrained: str | None = None,
@@ -128,10 +98,13 @@ def convert_official_state(state: Mapping[str, torch.Tensor], corpus: str, pretr
     if pretrained:
         overrides["model.pretrained"] = pretrained
     cfg = apply_overrides(base, overrides, source=f"{source}: sizes read from the weights")
-    bert_config = _bert_config(renamed, pretrained, given, widths["l"], source)
+    where = f"--pretrained {pretrained!r}" if given else f"model.pretrained={pretrained!r} (the preset's)"
+    bert_config = bert_architecture(renamed, pretrained, where, widths["l"], f"{PREFIX}project_t.project_t.weight",
+                                    source, _mmsa)
     lens = {m: int(seq_lens[m]) for m in "lav"} if seq_lens else dict(UNALIGNED_LENS.get(corpus, UNALIGNED_LENS["mosi"]))
     model = build_model(cfg, widths, lens, bert_config=bert_config if has_bert else None)
-    _load(model, renamed, has_bert, source)
+    load_checked(model, renamed, source, "MMSA's MISA", _mmsa, keep=() if has_bert else (BERT_PREFIX,),
+                 unknown_hint="they do not fit a MISA with this BERT (--pretrained FOLDER names the one it was trained with)")
     model.eval()
     notes = [f"BERT weights from {pretrained} (the state_dict has none)" if not has_bert else
              f"BERT weights from the state_dict, architecture from {pretrained}" if given else
@@ -141,23 +114,5 @@ def convert_official_state(state: Mapping[str, torch.Tensor], corpus: str, pretr
     notes += [f"{k}={v} from the weights (the {corpus} preset has {getattr(base.model, k[6:])})"
               for k, v in overrides.items() if k != "model.pretrained" and getattr(base.model, k[6:]) != v]
     if dropped:
-        notes.append("dropped BERT id buffers: " + _short(dropped, 4))
+        notes.append("dropped BERT id buffers: " + short(dropped, 4))
     return Converted(model, cfg, widths, lens, sorted(dropped), notes)
-
-
-def _load(model: torch.nn.Module, renamed: Mapping[str, torch.Tensor], has_bert: bool, source: str) -> None:
-    own = model.state_dict()
-    expected = {k for k in own if has_bert or not k.startswith(BERT_PREFIX)}
-    missing = sorted(expected - set(renamed))
-    if missing:
-        raise DLFError(f"{source}: {len(missing)} tensors of MMSA's MISA are missing: {_short(map(_mmsa, missing))}; "
-                       f"this is not a complete MISA state_dict")
-    extra = sorted(set(renamed) - expected)
-    if extra:
-        raise DLFError(f"{source}: {len(extra)} keys do not fit a MISA with this BERT: {_short(map(_mmsa, extra))}")
-    bad = [f"{_mmsa(k)} {tuple(v.shape)} (expected {tuple(own[k].shape)})" for k, v in renamed.items()
-           if v.shape != own[k].shape]
-    if bad:
-        raise DLFError(f"{source}: tensor shapes do not fit one MISA model: {_short(bad, 4)}")
-    floats = {k: v.float() if v.is_floating_point() else v for k, v in renamed.items()}  # MMSA may save half
-    model.load_state_dict({**own, **floats}, strict=True)

@@ -14,6 +14,7 @@ import torch
 
 from dlf.config import apply_overrides, preset
 from dlf.errors import DLFError
+from dlf.models.checked_load import load_checked, short
 from dlf.models.mult.config import MODALITIES
 from dlf.models.mult.model import build_model
 from dlf.models.registry import Converted
@@ -28,11 +29,6 @@ UNALIGNED_LENS = {"mosi": {"l": 50, "a": 375, "v": 500}, "mosei": {"l": 50, "a":
 _NAMES = {"l": "text", "a": "audio", "v": "vision"}
 
 
-def _short(keys, n: int = 8) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:n]) + (f" ... (+{len(keys) - n} more)" if len(keys) > n else "")
-
-
 def _strip(state: Mapping[str, torch.Tensor], source: str) -> tuple[dict[str, torch.Tensor], int]:
     """MMSA names -> ours; returns (tensors, number of version buffers dropped). Unknown modules raise."""
     out, versions, unknown = {}, 0, []
@@ -45,7 +41,7 @@ def _strip(state: Mapping[str, torch.Tensor], source: str) -> tuple[dict[str, to
         else:
             out[name] = value
     if unknown:
-        raise DLFError(f"{source}: {len(unknown)} keys are not part of MMSA's MULT: {_short(unknown)}; "
+        raise DLFError(f"{source}: {len(unknown)} keys are not part of MMSA's MULT: {short(unknown)}; "
                        f"pass the state_dict MMSA saved for model 'mult' (keys Model.proj_l..., Model.trans_l_with_a...)")
     return out, versions
 
@@ -93,7 +89,8 @@ def convert_official_state(state: Mapping[str, torch.Tensor], corpus: str, pretr
     cfg = apply_overrides(base, overrides, source=f"{source}: geometry")
     lens = {m: int(seq_lens[m]) for m in MODALITIES} if seq_lens is not None else dict(UNALIGNED_LENS[corpus])
     model = build_model(cfg, widths, lens)
-    _load(model, renamed, source)
+    load_checked(model, renamed, source, "the MULT model", lambda k: f"Model.{k}",
+                 unknown_hint="they do not fit a MULT of this geometry")
     model.eval()
     notes = [f"model.n_heads={cfg.model.n_heads} from the {corpus} preset (no weight shape records it)"]
     changed = [f"{k}={v}" for k, v in overrides.items() if v != _get(base, k)]
@@ -108,18 +105,3 @@ def convert_official_state(state: Mapping[str, torch.Tensor], corpus: str, pretr
 def _get(cfg, path: str):
     section, name = path.split(".")
     return getattr(getattr(cfg, section), name)
-
-
-def _load(model: torch.nn.Module, renamed: Mapping[str, torch.Tensor], source: str) -> None:
-    own = model.state_dict()
-    missing = [f"Model.{k}" for k in own if k not in renamed]
-    if missing:
-        raise DLFError(f"{source}: {len(missing)} tensors of the MULT model are missing: {_short(missing)}")
-    extra = [f"Model.{k}" for k in renamed if k not in own]
-    if extra:
-        raise DLFError(f"{source}: {len(extra)} keys do not fit a MULT of this geometry: {_short(extra)}")
-    bad = [f"Model.{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})" for k, v in renamed.items()
-           if v.shape != own[k].shape]
-    if bad:
-        raise DLFError(f"{source}: tensor shapes do not fit the model: {_short(bad, 4)}")
-    model.load_state_dict(renamed, strict=True)
