@@ -16,8 +16,8 @@ import torch
 
 from dlf.config import apply_overrides, preset
 from dlf.errors import DLFError
-from dlf.models.registry import Converted
 from dlf.models.checked_load import bert_architecture, load_checked, short
+from dlf.models.registry import Converted
 from dlf.models.text import BERT_PREFIX as _OUR_BERT
 
 __all__ = ["OFFICIAL_NAMES", "DEAD_MODULES", "convert_official_state"]

@@ -20,9 +20,9 @@ import torch
 
 from dlf.config import apply_overrides, preset
 from dlf.errors import DLFError
+from dlf.models.checked_load import bert_architecture, load_checked, short
 from dlf.models.mag_bert.model import build_model
 from dlf.models.registry import Converted
-from dlf.models.checked_load import bert_architecture, load_checked, short
 from dlf.models.text import BERT_PREFIX
 
 __all__ = ["convert_official_state", "MMSA_PREFIX"]
@@ -87,12 +87,13 @@ def convert_official_state(state: Mapping[str, torch.Tensor], corpus: str, pretr
     pretrained = pretrained or (None if has_bert else base.model.pretrained)
     cfg = apply_overrides(base, {"model.pretrained": pretrained}, source="--pretrained") if given else base
     where = f"--pretrained {pretrained!r}" if given else f"model.pretrained={pretrained!r} (the preset's)"
-    bert_config = bert_architecture(renamed, pretrained, where, widths["l"], f"{MMSA_PREFIX}bert.MAG.W_v.weight, the gate",
-                                    source, _mmsa)
+    bert_config = bert_architecture(renamed, pretrained, where, widths["l"],
+                                    f"{MMSA_PREFIX}bert.MAG.W_v.weight, the gate", source, _mmsa)
     lens = {m: int(seq_lens[m]) for m in "lav"} if seq_lens else dict(ALIGNED_LENS)
     model = build_model(cfg, widths, lens, bert_config=bert_config if has_bert else None)
     load_checked(model, renamed, source, "MMSA's BERT_MAG", _mmsa, keep=() if has_bert else (BERT_PREFIX,),
-                 unknown_hint="they do not fit a BERT_MAG of this BERT (--pretrained FOLDER names the one it was trained with)")
+                 unknown_hint="they do not fit a BERT_MAG of this BERT (--pretrained FOLDER names the one it "
+                              "was trained with)")
     model.eval()
     notes = [f"BERT weights from {pretrained} (the state_dict has none)" if not has_bert else
              f"BERT weights from the state_dict, architecture from {pretrained}" if given else

@@ -21,10 +21,10 @@ import torch
 
 from dlf.config import apply_overrides, preset
 from dlf.errors import DLFError
+from dlf.models.checked_load import bert_architecture, load_checked, short
 from dlf.models.misa.model import build_model
 from dlf.models.mmsa_common import UNALIGNED_LENS
 from dlf.models.registry import Converted
-from dlf.models.checked_load import bert_architecture, load_checked, short
 from dlf.models.text import BERT_PREFIX
 
 __all__ = ["convert_official_state"]
@@ -99,12 +99,13 @@ def convert_official_state(state: Mapping[str, torch.Tensor], corpus: str, pretr
         overrides["model.pretrained"] = pretrained
     cfg = apply_overrides(base, overrides, source=f"{source}: sizes read from the weights")
     where = f"--pretrained {pretrained!r}" if given else f"model.pretrained={pretrained!r} (the preset's)"
-    bert_config = bert_architecture(renamed, pretrained, where, widths["l"], f"{PREFIX}project_t.project_t.weight",
-                                    source, _mmsa)
+    bert_config = bert_architecture(renamed, pretrained, where, widths["l"],
+                                    f"{PREFIX}project_t.project_t.weight", source, _mmsa)
     lens = {m: int(seq_lens[m]) for m in "lav"} if seq_lens else dict(UNALIGNED_LENS.get(corpus, UNALIGNED_LENS["mosi"]))
     model = build_model(cfg, widths, lens, bert_config=bert_config if has_bert else None)
     load_checked(model, renamed, source, "MMSA's MISA", _mmsa, keep=() if has_bert else (BERT_PREFIX,),
-                 unknown_hint="they do not fit a MISA with this BERT (--pretrained FOLDER names the one it was trained with)")
+                 unknown_hint="they do not fit a MISA with this BERT (--pretrained FOLDER names the one it was "
+                              "trained with)")
     model.eval()
     notes = [f"BERT weights from {pretrained} (the state_dict has none)" if not has_bert else
              f"BERT weights from the state_dict, architecture from {pretrained}" if given else
