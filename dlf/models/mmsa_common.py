@@ -22,7 +22,7 @@ from dlf.models.checked_load import load_checked, short
 from dlf.models.registry import Converted
 
 __all__ = ["PREFIX", "REFERENCE_DIMS", "UNALIGNED_LENS", "time_mean", "l1_loss_terms", "parameter_summary",
-           "shape", "sizes_from_shapes", "convert_mmsa", "output_features"]
+           "shape", "sizes_from_shapes", "sizes_reader", "convert_mmsa", "output_features"]
 
 PREFIX = "Model."  # MMSA's AMIO wrapper holds the model as ``self.Model``
 _BOOKKEEPING = (".version",)  # fairseq-style buffers (MULT's): not state of the computation
@@ -92,6 +92,15 @@ def sizes_from_shapes(state: Mapping[str, torch.Tensor], sizes: Mapping[str, tup
     overrides = {path: n for path, where in sizes.items() if (n := read(*where)) is not None}
     read_widths = {m: read(*where) for m, where in widths.items()}
     return overrides, {m: dims[m] if read_widths.get(m) is None else read_widths[m] for m in ("l", "a", "v")}
+
+
+def sizes_reader(sizes: Mapping[str, tuple[str, int]], widths: Mapping[str, tuple[str, int]]) -> Sizes:
+    """The ``convert_mmsa`` size reader of a family whose weights fix ``sizes`` and the input ``widths``
+    (:func:`sizes_from_shapes`); the sequence lengths are the dataset's (no weight fixes them)."""
+    def read(state, cfg, dims, seq_lens, source):
+        return (*sizes_from_shapes(state, sizes, widths, dims), dict(seq_lens))
+
+    return read
 
 
 def convert_mmsa(state: Mapping[str, torch.Tensor], corpus: str, family: str, label: str, build: Callable,

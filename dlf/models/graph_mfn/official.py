@@ -11,16 +11,15 @@ from __future__ import annotations
 
 from dlf.models.graph_mfn.model import build_model
 from dlf.models.mfn.official import CELL_WIDTHS, MEMORY_SIZES
-from dlf.models.mmsa_common import PREFIX, convert_mmsa, sizes_from_shapes
+from dlf.models.mmsa_common import PREFIX, convert_mmsa, sizes_reader
 
 __all__ = ["convert_official_state", "NODE_PREFIX"]
 
 NODE_PREFIX = "graph_mfn.networks."
 
 
-def _sizes(state, cfg, dims, seq_lens, source):
-    sizes = {**MEMORY_SIZES, "model.inner_node_dim": ("graph_mfn.t_network.1.0.weight", 0)}
-    return (*sizes_from_shapes(state, sizes, CELL_WIDTHS, dims), dict(seq_lens))
+_sizes = sizes_reader({**MEMORY_SIZES, "model.inner_node_dim": ("graph_mfn.t_network.1.0.weight", 0)},
+                      CELL_WIDTHS)
 
 
 def convert_official_state(state, corpus: str, pretrained: str | None = None, source: str = "state_dict",

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlf.models._kernels import dropout
-from dlf.models.mmsa_common import (convert_mmsa, l1_loss_terms, output_features, parameter_summary, sizes_from_shapes,
+from dlf.models.mmsa_common import (convert_mmsa, l1_loss_terms, output_features, parameter_summary, sizes_reader,
                                     time_mean)
 from dlf.models.registry import ModelFamily
 from dlf.models.subnets import SUBNET_WIDTHS, AudioVisualSubNet, TextSubNet
@@ -89,10 +89,7 @@ _SIZES = {
 }
 
 
-def _sizes(state, cfg, dims, seq_lens, source):
-    """(model.* overrides, widths, lengths) from MMSA LF_DNN weights: every size and input width is a
-    weight's shape; the lengths are the dataset's (the weights do not fix them)."""
-    return (*sizes_from_shapes(state, _SIZES, SUBNET_WIDTHS, dims), dict(seq_lens))
+_sizes = sizes_reader(_SIZES, SUBNET_WIDTHS)
 
 
 def convert_official(state, corpus: str, pretrained=None, source: str = "state_dict", dims=None, seq_lens=None):

@@ -20,7 +20,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from dlf.models.mmsa_common import convert_mmsa, l1_loss_terms, parameter_summary, sizes_from_shapes, time_mean
+from dlf.models.mmsa_common import convert_mmsa, l1_loss_terms, parameter_summary, sizes_reader, time_mean
 from dlf.models.registry import ModelFamily
 from dlf.models.subnets import SUBNET_WIDTHS, AudioVisualSubNet, TextSubNet
 
@@ -95,9 +95,7 @@ _SIZES = {
 }
 
 
-def _sizes(state, cfg, dims, seq_lens, source):
-    """(model.* overrides, widths, lengths) from MMSA LMF weights; the lengths are the dataset's."""
-    return (*sizes_from_shapes(state, _SIZES, SUBNET_WIDTHS, dims), dict(seq_lens))
+_sizes = sizes_reader(_SIZES, SUBNET_WIDTHS)
 
 
 def convert_official(state, corpus: str, pretrained=None, source: str = "state_dict", dims=None, seq_lens=None):

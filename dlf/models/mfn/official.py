@@ -7,7 +7,7 @@ against the dataset. The lengths are not fixed by the weights: the dataset's are
 from __future__ import annotations
 
 from dlf.models.mfn.model import build_model
-from dlf.models.mmsa_common import convert_mmsa, sizes_from_shapes
+from dlf.models.mmsa_common import convert_mmsa, sizes_reader
 
 __all__ = ["convert_official_state", "MEMORY_SIZES", "CELL_WIDTHS"]
 
@@ -26,9 +26,7 @@ MEMORY_SIZES = {
 CELL_WIDTHS = {m: (f"lstm_{m}.weight_ih", 1) for m in ("l", "a", "v")}  # the feature widths the cells read
 
 
-def _sizes(state, cfg, dims, seq_lens, source):
-    sizes = {**MEMORY_SIZES, "model.att1_hidden": ("att1_fc1.weight", 0)}
-    return (*sizes_from_shapes(state, sizes, CELL_WIDTHS, dims), dict(seq_lens))
+_sizes = sizes_reader({**MEMORY_SIZES, "model.att1_hidden": ("att1_fc1.weight", 0)}, CELL_WIDTHS)
 
 
 def convert_official_state(state, corpus: str, pretrained: str | None = None, source: str = "state_dict",
