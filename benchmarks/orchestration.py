@@ -43,16 +43,20 @@ def study_file(folder: Path, args: argparse.Namespace) -> Path:
     return path
 
 
-def timed_run(study: Path, env: dict, args: argparse.Namespace) -> float:
-    cmd = [sys.executable, "-c", "from dlf.cli import main; main()", "run", str(study), "--workers", str(args.workers)]
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
+def timed(study: Path, env: dict, extra: list[str]) -> float:
+    """Wall seconds of ``dlf-ablate run STUDY *extra`` in a subprocess (also used by ray_throughput.py)."""
+    cmd = [sys.executable, "-c", "from dlf.cli import main; main()", "run", str(study), *extra]
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        sys.exit(f"run failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        sys.exit(f"{' '.join(extra)}: run failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return wall
+
+
+def timed_run(study: Path, env: dict, args: argparse.Namespace) -> float:
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    return timed(study, env, ["--workers", str(args.workers), *threads])
 
 
 def run_times(uri: str) -> tuple[float, float, float, int]:

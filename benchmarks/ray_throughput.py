@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
+from orchestration import timed  # this folder
 
 VARIANTS = ["full", "wo_lr", "wo_lfa", "wo_hp"]
 # A narrow one-level DLF: tiny runs, so that what is measured is the orchestration around them.
@@ -36,16 +34,6 @@ def study_file(folder: Path, args: argparse.Namespace) -> Path:
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump(body, sort_keys=False))
     return path
-
-
-def timed(study: Path, env: dict, extra: list[str]) -> float:
-    cmd = [sys.executable, "-c", "from dlf.cli import main; main()", "run", str(study), *extra]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(extra)}: run failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return wall
 
 
 def measure(study: Path, base_env: dict, tmp: Path, name: str, extra: list[str]) -> tuple[float, float]:
