@@ -119,6 +119,17 @@ def mmsa_variant(tmp_path):
     return make
 
 
+@pytest.fixture
+def tiny_vocab(mmsa_variant):
+    """``make(src, name)``: a copy of pickle ``src`` whose BERT token ids are below 512, the vocabulary of
+    the tests' small BERTs (the synthetic ids are bert-base's)."""
+    def below_512(data):
+        for split in ("train", "valid", "test"):
+            data[split]["text_bert"][:, 0] %= 512
+
+    return lambda src, name: mmsa_variant(src, below_512, name)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch thread for a module's tests (small models run no faster on two), restored after."""
@@ -126,3 +137,37 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+# Servers and processes of the cluster tests (test_cluster.py, test_ray.py): started only where a test asks.
+@pytest.fixture(scope="module")
+def pg():
+    """A PostgreSQL server of the module's own (the module skips first where there is none)."""
+    from servers import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def mlflow_server():
+    """An ``mlflow server`` of the module's own."""
+    from servers import MlflowServer
+
+    server = MlflowServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def reaper():
+    """Processes a test started; any still running at the end (a failed assertion) are killed."""
+    import subprocess
+
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

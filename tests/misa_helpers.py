@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from dlf.config import apply_overrides, preset
@@ -11,16 +10,6 @@ from dlf.models.registry import build_model
 
 MOSI, LENS = {"l": 768, "a": 5, "v": 20}, {"l": 50, "a": 375, "v": 500}  # unaligned MOSI widths and lengths
 SMALL = {"model.hidden_size": 16, "model.fusion_ff": 32}  # a quick MISA for behaviour tests
-
-
-def save_bert(path: Path, width: int) -> Path:
-    """A random 2-layer BERT of ``width`` (vocabulary 512), saved like a pretrained folder."""
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.BertConfig(vocab_size=512, hidden_size=width, num_hidden_layers=2, num_attention_heads=4,
-                                  intermediate_size=2 * width, max_position_embeddings=64)
-    torch.manual_seed(0)
-    transformers.BertModel(cfg).save_pretrained(path)
-    return path
 
 
 def features_model(**overrides):

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from small_bert import save_bert
 
 from dlf.config import apply_overrides, preset
 from dlf.errors import DLFError
@@ -19,12 +20,7 @@ DIMS = {"l": 768, "a": 5, "v": 20}  # the text width is ignored in the BERT mode
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
-    path = tmp_path_factory.mktemp("bert")
-    cfg = transformers.BertConfig(vocab_size=50, hidden_size=24, num_hidden_layers=2, num_attention_heads=4,
-                                  intermediate_size=48, max_position_embeddings=32)
-    torch.manual_seed(0)
-    transformers.BertModel(cfg).save_pretrained(path)
-    return path
+    return save_bert(tmp_path_factory.mktemp("bert"), 24, vocab=50, positions=32)
 
 
 def tokens(b=3, t=12):

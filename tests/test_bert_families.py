@@ -14,6 +14,7 @@ import sys
 import pytest
 import yaml
 
+from small_bert import save_bert
 from zoo_studies import available_copy, bert_baselines
 
 pytestmark = pytest.mark.slow
@@ -22,15 +23,7 @@ ENTRY = [sys.executable, "-c", "from dlf.cli import main; main()"]
 
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory):
-    transformers = pytest.importorskip("transformers")
-    import torch
-
-    path = tmp_path_factory.mktemp("bert-vocab30522")
-    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=24, num_hidden_layers=2, num_attention_heads=4,
-                                  intermediate_size=48, max_position_embeddings=64)
-    torch.manual_seed(0)
-    transformers.BertModel(cfg).save_pretrained(path)
-    return path
+    return save_bert(tmp_path_factory.mktemp("bert-vocab30522"), 24, vocab=30522)
 
 
 @pytest.fixture

@@ -11,29 +11,15 @@ import pytest
 import yaml
 
 try:
-    from tests.servers import MlflowServer, PostgresServer, mlflow_available, pg_missing_reason
+    from tests.servers import mlflow_available, pg_missing_reason
 except ImportError:  # tests/ is not a package and the repo root is not on sys.path
-    from servers import MlflowServer, PostgresServer, mlflow_available, pg_missing_reason
+    from servers import mlflow_available, pg_missing_reason
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 if pg_missing_reason():
     pytest.skip(pg_missing_reason(), allow_module_level=True)
 if not mlflow_available():
     pytest.skip("the mlflow server module is not installed", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def pg():
-    server = PostgresServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def mlflow_server():
-    server = MlflowServer().start()
-    yield server
-    server.stop()
 
 
 def write_study(path: Path, name: str, variants, seeds, epochs: int = 1) -> Path:
@@ -47,17 +33,6 @@ def cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
     cmd = [sys.executable, "-c", "from dlf.cli import main; main()", *args]
     return subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
-
-
-@pytest.fixture
-def reaper():
-    """Processes a test started; any still running at the end (a failed assertion) are killed."""
-    procs: list[subprocess.Popen] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_tune_processes_share_one_postgres_study(pg, mlflow_server, tmp_path, reaper):

@@ -167,7 +167,7 @@ def test_bert_base_shaped_count_is_the_official_total(corpus, total):
 @fx.needs_fixture
 @pytest.mark.slow  # CLI processes
 def test_bad_imports_are_one_line_and_write_nothing(tmp_path):
-    from misa_helpers import save_bert
+    from small_bert import save_bert
 
     out = tmp_path / "out.pt"
 
@@ -213,12 +213,8 @@ def test_short_training_run_saves_a_checkpoint_with_its_units(tmp_path, tiny_mos
 
 @fx.needs_tiny_bert
 @pytest.mark.slow  # fine-tunes the tiny BERT through the CLI
-def test_short_training_run_with_the_tiny_bert(tmp_path, tiny_mosi, mmsa_variant):
-    def ids_below_512(data):  # the synthetic ids are bert-base's; the tiny BERT has 512
-        for split in ("train", "valid", "test"):
-            data[split]["text_bert"][:, 0] %= 512
-
-    data = mmsa_variant(tiny_mosi, ids_below_512, "tiny_512.pkl")
+def test_short_training_run_with_the_tiny_bert(tmp_path, tiny_mosi, tiny_vocab):
+    data = tiny_vocab(tiny_mosi, "tiny_512.pkl")
     env = {**os.environ, "DLF_HOME": str(tmp_path / "home")}
     common = ["--variant", "dmd", "--device", "cpu", "--set", "train.max_epochs=2", "--set", "train.accumulation=2",
               "--set", "model.text_encoder=bert", "--set", f"model.pretrained={fx.TINY_BERT}", "--json"]

@@ -153,7 +153,7 @@ def test_the_search_space_holds_both_presets():
 def test_bert_mode_fine_tunes_bert_on_one_lane_and_reloads_without_its_folder(tmp_path):
     import shutil
 
-    from misa_helpers import save_bert
+    from small_bert import save_bert
 
     from dlf.train.checkpoint import load_checkpoint, save_checkpoint
     from dlf.train.loop import Runtime, _lane_pool

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import baseline_fixture as bf
+from small_bert import save_bert
 from dlf.config import apply_overrides, build_config, preset
 from dlf.errors import DLFError
 from dlf.models.registry import build_model, implementation
@@ -30,12 +31,7 @@ IMPL = implementation("mag_bert")
 @pytest.fixture(scope="module")
 def small_bert(tmp_path_factory) -> Path:
     """A random BERT of width 24 (vocabulary 512), saved like a pretrained folder: fast, and not 768 wide."""
-    path = tmp_path_factory.mktemp("bert24")
-    cfg = transformers.BertConfig(vocab_size=512, hidden_size=24, num_hidden_layers=2, num_attention_heads=4,
-                                  intermediate_size=48, max_position_embeddings=64)
-    torch.manual_seed(0)
-    transformers.BertModel(cfg).save_pretrained(path)
-    return path
+    return save_bert(tmp_path_factory.mktemp("bert24"), 24)
 
 
 def small_model(bert: Path, **overrides):
@@ -264,12 +260,8 @@ def test_bad_input_through_the_cli_is_one_line_and_writes_nothing(tmp_path, smal
 
 
 @pytest.mark.slow
-def test_a_short_training_run_through_the_cli(tmp_path, small_bert, tiny_mosi, mmsa_variant):
-    def ids_below_512(data):  # the synthetic ids are bert-base's; the small BERT has 512
-        for split in ("train", "valid", "test"):
-            data[split]["text_bert"][:, 0] %= 512
-
-    data = mmsa_variant(tiny_mosi, ids_below_512, "tiny_mosi_512.pkl")
+def test_a_short_training_run_through_the_cli(tmp_path, small_bert, tiny_mosi, tiny_vocab):
+    data = tiny_vocab(tiny_mosi, "tiny_mosi_512.pkl")
     env = {**os.environ, "DLF_HOME": str(tmp_path / "home")}
     common = ["--variant", "mag_bert", "--set", f"model.pretrained={small_bert}", "--device", "cpu", "--threads", "1"]
     run = bf.cli("train", "--dataset", data, *common, "--set", "train.max_epochs=2", "--json", env=env)

@@ -19,7 +19,8 @@ import baseline_fixture as fx
 from dlf.config import preset
 from dlf.errors import DLFError
 from dlf.models.registry import build_model, implementation
-from misa_helpers import LENS, MOSI, batch, bert_model, features_model, save_bert
+from misa_helpers import LENS, MOSI, batch, bert_model, features_model
+from small_bert import save_bert
 
 TINY_BERT = fx.ROOT / "tiny-bert"  # the fixture's random 2-layer BERT: width 768, vocabulary 512
 FIXTURE = pytest.mark.skipif(not (fx.ROOT / "MISA" / "state_dict.pt").is_file()
@@ -211,12 +212,8 @@ def test_bad_input_through_the_cli_is_one_line_and_writes_nothing(tmp_path, smal
 
 @FIXTURE
 @pytest.mark.slow  # trains the tiny BERT through the CLI
-def test_short_training_runs_through_the_cli(tmp_path, tiny_mosi_unaligned, mmsa_variant):
-    def ids_below_512(data):  # the synthetic ids are bert-base's; the tiny BERT has 512
-        for split in ("train", "valid", "test"):
-            data[split]["text_bert"][:, 0] %= 512
-
-    data = mmsa_variant(tiny_mosi_unaligned, ids_below_512, "tiny_unaligned_512.pkl")
+def test_short_training_runs_through_the_cli(tmp_path, tiny_mosi_unaligned, tiny_vocab):
+    data = tiny_vocab(tiny_mosi_unaligned, "tiny_unaligned_512.pkl")
     env = {**os.environ, "DLF_HOME": str(tmp_path / "home")}
     common = ["--variant", "misa", "--device", "cpu", "--set", "train.max_epochs=2", "--json"]
     bert = fx.cli("train", "--dataset", data, *common, "--set", f"model.pretrained={TINY_BERT}", "--threads", "1", env=env)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from ray_cluster import RAY_ENV, RayCluster, ray_missing_reason
-from servers import MlflowServer, PostgresServer, mlflow_available, pg_missing_reason
+from servers import mlflow_available, pg_missing_reason
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 for _reason in (ray_missing_reason(), pg_missing_reason(),
@@ -38,30 +38,6 @@ def cluster():
     c.add_node(cpus=1)
     yield c
     c.stop()
-
-
-@pytest.fixture(scope="module")
-def mlflow_server():
-    server = MlflowServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def pg():
-    server = PostgresServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def reaper():
-    procs: list[subprocess.Popen] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def write_study(path: Path, name: str, variants, seeds, epochs: int) -> Path:
