@@ -9,7 +9,7 @@ import torch
 from dlf.study.catalogue import get_variant, variant_config
 from dlf.config import apply_overrides
 from dlf.models._kernels import dropout, dropout_rng, keep_mask
-from dlf.train.lanes import LanePool, batch_generator, plan_lanes
+from dlf.train.lanes import LanePool, batch_generator, batch_seed, plan_lanes
 from dlf.train.loop import Runtime, _accumulate, train_run
 
 CPU = torch.device("cpu")
@@ -38,9 +38,21 @@ def test_dropout_rng_makes_masks_reproducible_per_thread_and_restores():
     torch.manual_seed(0)
     assert torch.equal(a, b) and torch.equal(a2, b2) and torch.equal(g, keep_mask((7, 9), 0.3))
     assert not torch.equal(a, a2)
-    seeds = {batch_generator(s, e, i).initial_seed() for s in (1, 2) for e in (1, 2) for i in range(10)}
+    seeds = {batch_seed(s, e, i) for s in (1, 2) for e in (1, 2) for i in range(10)}
     assert len(seeds) == 40  # every (seed, epoch, micro-batch) has its own stream
-    assert batch_generator(2 ** 62, 3, 4).initial_seed() < 2 ** 63  # any seed the config accepts
+    assert 0 <= batch_seed(2 ** 62, 3, 4) < 2 ** 63  # any seed the config accepts
+
+
+def test_micro_batch_generators_draw_reproducible_masks_of_the_right_rate():
+    masks = []
+    for _ in range(2):
+        with dropout_rng(batch_generator(1111, 2, 3)):
+            masks.append(keep_mask((400, 500), 0.3))
+    with dropout_rng(batch_generator(1111, 2, 4)):
+        other = keep_mask((400, 500), 0.3)
+    assert torch.equal(masks[0], masks[1]) and not torch.equal(masks[0], other)
+    assert torch.equal(masks[0].unique(), torch.tensor([0.0, 1 / 0.7]))
+    assert abs((masks[0] == 0).float().mean().item() - 0.3) < 0.005  # 200k draws: 5 standard errors
 
 
 def test_lane_pool_keeps_order_runs_on_lanes_and_carries_the_autograd_mode():

@@ -6,9 +6,10 @@ The seam, four functions and a context manager; everything else here is an imple
   that walks the head-matrices in cache-sized blocks.
 - :func:`dropout`: inverted dropout, skipped when it cannot act. On the CPU the keep mask comes from
   16-bit slices of 64-bit random integers (:func:`keep_mask`), several times faster than ``bernoulli_``.
-- :func:`dropout_rng`: the generator this thread's CPU dropout masks are drawn from (the global one
+- :func:`dropout_rng`: the generator this thread's CPU dropout masks are drawn from (torch's global one
   when none is set), so that concurrent micro-batches on lanes (``dlf.train.lanes``) each draw from their
-  own, seeded stream. Off the CPU dropout uses the device's generator.
+  own, seeded stream: a ``torch.Generator`` or a numpy bit generator, whose raw 64-bit words come about
+  twice as fast as torch's (mt19937). Off the CPU dropout uses the device's generator.
 - :func:`temporal_conv`: ``Conv1d`` over time as one GEMM against all taps.
 
 Each is checked against the literal formula in tests/test_layers.py.
@@ -20,6 +21,7 @@ import math
 import threading
 from typing import Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -29,8 +31,8 @@ _rng = threading.local()
 
 
 @contextlib.contextmanager
-def dropout_rng(generator: torch.Generator | None) -> Iterator[None]:
-    """Draw this thread's CPU dropout masks from ``generator`` inside the block (None = the global one)."""
+def dropout_rng(generator: torch.Generator | np.random.BitGenerator | None) -> Iterator[None]:
+    """Draw this thread's CPU dropout masks from ``generator`` inside the block (None = torch's global one)."""
     old = getattr(_rng, "generator", None)
     _rng.generator = generator
     try:
@@ -60,8 +62,12 @@ def keep_mask(shape: tuple[int, ...] | torch.Size, p: float, dtype: torch.dtype 
 def _random_slices(shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
     """Uniform int16 values of ``shape``: four 16-bit slices per full-range 64-bit random integer."""
     n = math.prod(shape)
-    generator = getattr(_rng, "generator", None)  # this thread's (dropout_rng), else the global one
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2 ** 63, None, generator=generator)
+    words = (n + 3) // 4
+    generator = getattr(_rng, "generator", None)  # this thread's (dropout_rng), else torch's global one
+    if isinstance(generator, np.random.BitGenerator):  # releases the GIL while it draws
+        bits = torch.from_numpy(generator.random_raw(words).view(np.int64))
+    else:
+        bits = torch.empty(words, dtype=torch.int64).random_(-2 ** 63, None, generator=generator)
     return bits.view(torch.int16)[:n].view(shape)
 
 

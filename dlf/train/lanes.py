@@ -21,9 +21,10 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
+import numpy as np
 import torch
 
-__all__ = ["LanePool", "plan_lanes", "batch_generator", "MAX_LANES"]
+__all__ = ["LanePool", "plan_lanes", "batch_seed", "batch_generator", "MAX_LANES"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -49,9 +50,15 @@ def plan_lanes(device: torch.device, threads: int, requested: int | None = None,
     return lanes, max(1, threads // lanes)
 
 
-def batch_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    """The dropout generator of micro-batch ``index`` of ``epoch``: fixed by the run seed alone."""
-    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_033 + index) % (1 << 63))
+def batch_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of micro-batch ``index`` of ``epoch``'s dropout stream: fixed by the run seed alone."""
+    return ((seed * 1_000_003 + epoch) * 1_000_033 + index) % (1 << 63)
+
+
+def batch_generator(seed: int, epoch: int, index: int) -> np.random.PCG64:
+    """The dropout generator of micro-batch ``index`` of ``epoch``: numpy's PCG64, seeded by :func:`batch_seed`
+    (its raw words are drawn about twice as fast as torch's CPU generator's, dlf.models._kernels)."""
+    return np.random.PCG64(batch_seed(seed, epoch, index))
 
 
 class LanePool:

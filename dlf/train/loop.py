@@ -108,20 +108,26 @@ def torch_settings(device: torch.device, threads: int | None) -> Iterator[None]:
     old_threads = torch.get_num_threads()
     old_det = torch.are_deterministic_algorithms_enabled()
     old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    old_fill = torch.utils.deterministic.fill_uninitialized_memory
     old_cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     try:
         if threads:
             torch.set_num_threads(threads)
         if device.type == "cpu":
-            # Harmless on the CPU (every op used here has a deterministic kernel); on CUDA it would
-            # demand CUBLAS_WORKSPACE_CONFIG and slow scatter ops, so there only cuDNN is pinned.
+            # Every op used here has a deterministic CPU kernel, so this only guards what may come; on
+            # CUDA it would demand CUBLAS_WORKSPACE_CONFIG and slow scatter ops: there only cuDNN is pinned.
             torch.use_deterministic_algorithms(True, warn_only=True)
+            # Not the debugging aid that comes with it, which fills every torch.empty with NaN: the
+            # kernels write all they allocate, and the fills cost ~9% of a MOSI training micro-step
+            # (benchmarks/RESULTS.md, 2026-12-05).
+            torch.utils.deterministic.fill_uninitialized_memory = False
         else:
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
         yield
     finally:
         torch.set_num_threads(old_threads)
         torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
+        torch.utils.deterministic.fill_uninitialized_memory = old_fill
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old_cudnn
 
 
