@@ -118,7 +118,8 @@ def torch_settings(device: torch.device, threads: int | None) -> Iterator[None]:
             # CUDA it would demand CUBLAS_WORKSPACE_CONFIG and slow scatter ops: there only cuDNN is pinned.
             torch.use_deterministic_algorithms(True, warn_only=True)
             # Not the debugging aid that comes with it, which fills every torch.empty with NaN: the
-            # kernels write all they allocate, and the fills cost ~9% of a MOSI training micro-step
+            # kernels write all they allocate (with the fills, a read of unwritten memory would have
+            # turned the losses NaN), and the fills cost ~8% of a MOSI training micro-step
             # (benchmarks/RESULTS.md, 2026-12-05).
             torch.utils.deterministic.fill_uninitialized_memory = False
         else:
