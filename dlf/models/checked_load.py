@@ -46,11 +46,13 @@ def load_checked(model: torch.nn.Module, state: Mapping[str, torch.Tensor], sour
     model.load_state_dict({**own, **floats}, strict=True)  # kept tensors: the model's own
 
 
-def bert_architecture(state: Mapping[str, torch.Tensor], pretrained: str | None, where: str, width: int,
-                      reads: str, source: str, show: Callable[[str], str] = str) -> dict:
-    """The config of the BERT a checkpoint was trained with: ``pretrained``'s (a hub name or folder; ``where``
-    says who named it), else read from the state's BERT tensor shapes. Refused in one line, before any
-    weights are read, when its width is not the ``width`` of ``reads``, the tensor that reads BERT's output."""
+def bert_architecture(state: Mapping[str, torch.Tensor], pretrained: str | None, width: int, reads: str,
+                      source: str, show: Callable[[str], str] = str, given: bool = True) -> dict:
+    """The config of the BERT a checkpoint was trained with: ``pretrained``'s (a hub name or folder, named
+    by --pretrained, or the preset's when not ``given``), else read from the state's BERT tensor shapes.
+    Refused in one line, before any weights are read, when its width is not the ``width`` of ``reads``, the
+    tensor that reads BERT's output."""
+    where = f"--pretrained {pretrained!r}" if given else f"model.pretrained={pretrained!r} (the preset's)"
     if pretrained:
         from transformers import BertConfig
 

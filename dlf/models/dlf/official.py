@@ -106,8 +106,7 @@ def convert_official_state(state: Mapping[str, torch.Tensor], corpus: str, pretr
     cfg = apply_overrides(preset(corpus), overrides, source=f"{source}: geometry")
     notes = [f"kernel {kernel} differs from the {corpus} preset ({preset(corpus).model.conv_kernel})"] \
         if kernel != preset(corpus).model.conv_kernel else []
-    bert_cfg = bert_architecture(renamed, pretrained, f"--pretrained {pretrained!r}", dims["l"], "proj_l.weight",
-                                 source, _official) if bert else None
+    bert_cfg = bert_architecture(renamed, pretrained, dims["l"], "proj_l.weight", source, _official) if bert else None
     model = build_model(cfg, dims, lens, bert_config=bert_cfg)
     load_checked(model, renamed, source, "the DLF model", _official)
     model.eval()

@@ -140,7 +140,7 @@ def convert_official_state(state: Mapping[str, torch.Tensor], corpus: str, pretr
         overrides["model.text_encoder"] = "features"
     base = preset(corpus, "dmd")
     cfg = apply_overrides(base, overrides, source=f"{source}: sizes read from the weights")
-    bert_config = bert_architecture(renamed, pretrained, f"--pretrained {pretrained!r}", widths["l"],
+    bert_config = bert_architecture(renamed, pretrained, widths["l"],
                                     f"{_OFFICIAL_BERT.split('.')[0]} output into proj_l.weight", source,
                                     _official) if has_bert or pretrained else None
     with torch.random.fork_rng(devices=[]):

@@ -86,9 +86,8 @@ def convert_official_state(state: Mapping[str, torch.Tensor], corpus: str, pretr
     given = bool(pretrained)
     pretrained = pretrained or (None if has_bert else base.model.pretrained)
     cfg = apply_overrides(base, {"model.pretrained": pretrained}, source="--pretrained") if given else base
-    where = f"--pretrained {pretrained!r}" if given else f"model.pretrained={pretrained!r} (the preset's)"
-    bert_config = bert_architecture(renamed, pretrained, where, widths["l"],
-                                    f"{MMSA_PREFIX}bert.MAG.W_v.weight, the gate", source, _mmsa)
+    bert_config = bert_architecture(renamed, pretrained, widths["l"], f"{MMSA_PREFIX}bert.MAG.W_v.weight, the gate",
+                                    source, _mmsa, given)
     lens = {m: int(seq_lens[m]) for m in "lav"} if seq_lens else dict(ALIGNED_LENS)
     model = build_model(cfg, widths, lens, bert_config=bert_config if has_bert else None)
     load_checked(model, renamed, source, "MMSA's BERT_MAG", _mmsa, keep=() if has_bert else (BERT_PREFIX,),

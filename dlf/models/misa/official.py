@@ -98,9 +98,8 @@ def convert_official_state(state: Mapping[str, torch.Tensor], corpus: str, pretr
     if pretrained:
         overrides["model.pretrained"] = pretrained
     cfg = apply_overrides(base, overrides, source=f"{source}: sizes read from the weights")
-    where = f"--pretrained {pretrained!r}" if given else f"model.pretrained={pretrained!r} (the preset's)"
-    bert_config = bert_architecture(renamed, pretrained, where, widths["l"],
-                                    f"{PREFIX}project_t.project_t.weight", source, _mmsa)
+    bert_config = bert_architecture(renamed, pretrained, widths["l"], f"{PREFIX}project_t.project_t.weight",
+                                    source, _mmsa, given)
     lens = {m: int(seq_lens[m]) for m in "lav"} if seq_lens else dict(UNALIGNED_LENS.get(corpus, UNALIGNED_LENS["mosi"]))
     model = build_model(cfg, widths, lens, bert_config=bert_config if has_bert else None)
     load_checked(model, renamed, source, "MMSA's MISA", _mmsa, keep=() if has_bert else (BERT_PREFIX,),
