@@ -86,7 +86,7 @@ def all_outputs(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64
     loss-only outputs included): for parity checks and feature plots. Batch-first outputs are joined."""
     from dlf.models.registry import named_outputs
 
-    return _collect(model, data, batch_size, True, lambda out: named_outputs(out))
+    return _collect(model, data, batch_size, True, named_outputs)
 
 
 def all_features(model: torch.nn.Module, data: SplitTensors, batch_size: int = 64) -> dict[str, np.ndarray]:
